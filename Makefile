@@ -1,0 +1,24 @@
+# Two set-up commands: `make demo` and `make test`. Both create .venv on a fresh machine.
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test install clean
+
+.venv/.installed: setup.py
+	python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PINS)
+	$(PIP) install -q -e .[dev] $(TORCH_PINS)
+	touch $@
+
+install: .venv/.installed
+
+test: .venv/.installed
+	$(PY) -m pytest -q tests
+
+demo: .venv/.installed
+	bash tools/run_demo.sh
+
+clean:
+	rm -rf .venv output

@@ -1,0 +1,164 @@
+"""Every config key resdet reads, with its default and what it means."""
+from .config import CfgNode as CN
+
+_C = CN()
+_C.VERSION = 1
+
+# ---------------------------------------------------------------- model
+_C.MODEL = CN()
+_C.MODEL.META_ARCHITECTURE = "Classifier"  # "Classifier" or "FasterRCNN" (META_ARCH_REGISTRY)
+_C.MODEL.DEVICE = "cpu"  # "cpu", "cuda", "cuda:1"; "auto" picks cuda when available
+_C.MODEL.WEIGHTS = ""  # whole-model weights loaded by resdet.load_weights (any supported format)
+# Pixel statistics in INPUT.FORMAT order, on the 0-255 scale. Default: the MSRA models (BGR, std 1).
+_C.MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675]
+_C.MODEL.PIXEL_STD = [1.0, 1.0, 1.0]
+
+_C.MODEL.BACKBONE = CN()
+_C.MODEL.BACKBONE.NAME = "build_resnet_backbone"  # a BACKBONE_REGISTRY entry
+_C.MODEL.BACKBONE.FREEZE_AT = 0  # 0: train all; 1: freeze stem; k: stem and res2..res{k}
+_C.MODEL.BACKBONE.WEIGHTS = ""  # backbone-only weights (a classification checkpoint, torchvision, .pkl)
+
+_C.MODEL.RESNETS = CN()
+_C.MODEL.RESNETS.DEPTH = 50  # 18, 34 (basic block) or 50, 101, 152 (bottleneck)
+_C.MODEL.RESNETS.RESIDUAL = True  # False builds the paper's plain network (no shortcuts)
+_C.MODEL.RESNETS.SHORTCUT = "B"  # "A" zero-padded identity, "B" projection where shape changes, "C" always
+_C.MODEL.RESNETS.STRIDE_IN_1X1 = True  # bottleneck stride on the 1x1 (paper/MSRA) or on the 3x3 (torchvision)
+_C.MODEL.RESNETS.NORM = "BN"  # "BN", "FrozenBN", "SyncBN", "GN"
+_C.MODEL.RESNETS.OUT_FEATURES = ["res5"]  # any of stem, res2, res3, res4, res5
+_C.MODEL.RESNETS.ZERO_INIT_RESIDUAL = False  # zero the last norm's scale in each residual branch
+_C.MODEL.RESNETS.NUM_GROUPS = 1  # groups of the 3x3 conv in a bottleneck
+_C.MODEL.RESNETS.WIDTH_PER_GROUP = 64  # bottleneck width of res2 per group
+_C.MODEL.RESNETS.STEM_OUT_CHANNELS = 64
+_C.MODEL.RESNETS.RES2_OUT_CHANNELS = 256  # 256 for bottleneck depths; basic blocks use 64
+_C.MODEL.RESNETS.RES5_DILATION = 1  # 2 keeps res5 at stride 16
+
+_C.MODEL.CIFAR_RESNET = CN()
+_C.MODEL.CIFAR_RESNET.N = 3  # 6n+2 layers: 3, 5, 7, 9, 18, 200 -> ResNet-20 ... 1202
+_C.MODEL.CIFAR_RESNET.WIDTHS = [16, 32, 64]  # filters of the three stages
+
+_C.MODEL.CLASSIFIER = CN()
+_C.MODEL.CLASSIFIER.NUM_CLASSES = 1000
+
+# ---------------------------------------------------------------- detection
+_C.MODEL.FPN = CN()
+_C.MODEL.FPN.IN_FEATURES = ["res2", "res3", "res4", "res5"]
+_C.MODEL.FPN.OUT_CHANNELS = 256
+_C.MODEL.FPN.TOP_BLOCK = "maxpool"  # P6 by stride-2 max pooling of P5 ("" for none)
+
+_C.MODEL.ANCHOR_GENERATOR = CN()
+_C.MODEL.ANCHOR_GENERATOR.SIZES = [[32, 64, 128, 256, 512]]  # one list per feature level, or one for all
+_C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]  # height / width
+_C.MODEL.ANCHOR_GENERATOR.OFFSET = 0.0  # anchor centre offset in units of the stride
+
+_C.MODEL.RPN = CN()
+_C.MODEL.RPN.IN_FEATURES = ["res4"]
+_C.MODEL.RPN.HEAD_CONV_DIMS = [-1]  # -1: as many channels as the input
+_C.MODEL.RPN.BOUNDARY_THRESH = -1  # drop anchors beyond the image by more than this; -1 keeps all
+_C.MODEL.RPN.IOU_THRESHOLDS = [0.3, 0.7]
+_C.MODEL.RPN.IOU_LABELS = [0, -1, 1]  # below 0.3 negative, between ignored, above 0.7 positive
+_C.MODEL.RPN.ALLOW_LOW_QUALITY_MATCHES = True
+_C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256
+_C.MODEL.RPN.POSITIVE_FRACTION = 0.5
+_C.MODEL.RPN.BBOX_REG_LOSS_TYPE = "smooth_l1"  # "smooth_l1" or "l1"
+_C.MODEL.RPN.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
+_C.MODEL.RPN.SMOOTH_L1_BETA = 0.0
+_C.MODEL.RPN.LOSS_WEIGHT = 1.0
+_C.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 12000  # per level
+_C.MODEL.RPN.PRE_NMS_TOPK_TEST = 6000
+_C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 2000  # per image (per level when POST_NMS_PER_LEVEL)
+_C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000
+_C.MODEL.RPN.POST_NMS_PER_LEVEL = False  # torchvision keeps post-NMS top-k over all levels too
+_C.MODEL.RPN.NMS_THRESH = 0.7
+_C.MODEL.RPN.MIN_SIZE = 0.0  # proposals smaller than this (input pixels) are removed
+_C.MODEL.RPN.SCORE_THRESH = 0.0  # proposals with a lower objectness probability are removed
+
+_C.MODEL.ROI_HEADS = CN()
+_C.MODEL.ROI_HEADS.NAME = "Res5ROIHeads"  # "Res5ROIHeads" (C4, the paper) or "StandardROIHeads" (FPN)
+_C.MODEL.ROI_HEADS.NUM_CLASSES = 80
+_C.MODEL.ROI_HEADS.IN_FEATURES = ["res4"]
+_C.MODEL.ROI_HEADS.IOU_THRESHOLDS = [0.5]
+_C.MODEL.ROI_HEADS.IOU_LABELS = [0, 1]
+_C.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 512
+_C.MODEL.ROI_HEADS.POSITIVE_FRACTION = 0.25
+_C.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT = True
+_C.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.05
+_C.MODEL.ROI_HEADS.NMS_THRESH_TEST = 0.5
+_C.MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE = 100
+_C.MODEL.ROI_HEADS.MIN_BOX_SIZE_TEST = 0.0  # detections smaller than this are removed (torchvision: 0.01)
+
+_C.MODEL.ROI_BOX_HEAD = CN()
+_C.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlignV2"  # "ROIAlignV2" (aligned), "ROIAlign", "ROIPool"
+_C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 14
+_C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0
+_C.MODEL.ROI_BOX_HEAD.NUM_FC = 0  # StandardROIHeads: fc layers of FC_DIM after pooling
+_C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024
+_C.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+_C.MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE = "smooth_l1"
+_C.MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA = 0.0
+_C.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG = False
+
+# ---------------------------------------------------------------- input
+_C.INPUT = CN()
+_C.INPUT.FORMAT = "BGR"  # channel order the model receives: "BGR" (MSRA) or "RGB" (torchvision)
+# Detection: shorter side resized to one of MIN_SIZE_TRAIN (random choice), longer side capped.
+_C.INPUT.MIN_SIZE_TRAIN = (800,)
+_C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"  # "choice" or "range"
+_C.INPUT.MAX_SIZE_TRAIN = 1333
+_C.INPUT.MIN_SIZE_TEST = 800
+_C.INPUT.MAX_SIZE_TEST = 1333
+_C.INPUT.RANDOM_FLIP = "horizontal"  # "horizontal" or "none"
+# Classification augmentation.
+_C.INPUT.CLS_AUGMENTATION = "imagenet"  # "imagenet" (the paper's section 3.4), "cifar" or "none"
+_C.INPUT.SCALE_RANGE = (256, 480)  # training shorter side, uniform in this range
+_C.INPUT.TEST_RESIZE = 256  # shorter side before the centre / ten crops at test time
+_C.INPUT.LIGHTING_STD = 0.1  # AlexNet PCA lighting noise; 0 disables
+_C.INPUT.CIFAR_PAD = 4
+_C.INPUT.CROP = CN()
+_C.INPUT.CROP.ENABLED = True
+_C.INPUT.CROP.SIZE = 224  # square crop for classification (32 for CIFAR)
+
+# ---------------------------------------------------------------- data
+_C.DATASETS = CN()
+_C.DATASETS.TRAIN = ()  # names in the catalogue (resdet/data/datasets/catalog.py)
+_C.DATASETS.TEST = ()
+
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 2
+_C.DATALOADER.ASPECT_RATIO_GROUPING = True
+_C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
+
+# ---------------------------------------------------------------- solver
+_C.SOLVER = CN()
+_C.SOLVER.IMS_PER_BATCH = 256  # total over all processes
+_C.SOLVER.BASE_LR = 0.1
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.NESTEROV = False
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+_C.SOLVER.WEIGHT_DECAY_NORM = 1e-4  # weight decay of normalisation layers' scale and shift
+_C.SOLVER.MAX_ITER = 600000
+_C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"  # or "WarmupCosineLR"
+_C.SOLVER.STEPS = (150000, 300000, 450000)
+_C.SOLVER.GAMMA = 0.1
+_C.SOLVER.WARMUP_ITERS = 0
+_C.SOLVER.WARMUP_FACTOR = 0.001
+_C.SOLVER.WARMUP_METHOD = "linear"  # "linear" or "constant" (the paper's ResNet-110 warmup)
+_C.SOLVER.CHECKPOINT_PERIOD = 5000
+_C.SOLVER.REFERENCE_WORLD_SIZE = 0  # >0: scale batch and lr linearly to the actual world size
+_C.SOLVER.CHANNELS_LAST = False
+_C.SOLVER.AMP = CN()
+_C.SOLVER.AMP.ENABLED = False  # bf16 autocast on CPU, fp16 with a grad scaler on CUDA
+
+# ---------------------------------------------------------------- test
+_C.TEST = CN()
+_C.TEST.EVAL_PERIOD = 0  # 0: evaluate only at the end
+_C.TEST.CLS_MODE = "center"  # "center" (resize, centre crop), "ten_crop", "fully_conv"
+_C.TEST.SCALES = (224, 256, 384, 480, 640)  # shorter sides averaged by fully_conv testing
+_C.TEST.AUG = CN()
+_C.TEST.AUG.ENABLED = False  # detection test-time augmentation: several sizes and flip
+_C.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800)
+_C.TEST.AUG.MAX_SIZE = 2000
+_C.TEST.AUG.FLIP = True
+
+_C.OUTPUT_DIR = "./output"
+_C.SEED = -1  # <0: a random seed, logged
+_C.CUDNN_BENCHMARK = False

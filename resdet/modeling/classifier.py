@@ -1,0 +1,32 @@
+"""The Classifier meta-architecture: normalise, backbone, global average pool, fc."""
+import torch
+from torch import nn
+
+from .backbone import Backbone, build_backbone
+from .meta_arch import META_ARCH_REGISTRY
+
+
+@META_ARCH_REGISTRY.register()
+class Classifier(nn.Module):
+    """Images (N,3,H,W), 0-255 in INPUT.FORMAT order, to logits (N, num_classes); any H, W >= 32."""
+
+    def __init__(self, backbone: Backbone, num_classes: int, pixel_mean, pixel_std):
+        super().__init__()
+        self.backbone = backbone
+        self.feature_name = backbone._out_features[-1]
+        channels = backbone.output_shape()[self.feature_name].channels
+        self.fc = nn.Linear(channels, num_classes)
+        nn.init.normal_(self.fc.weight, std=0.01)
+        nn.init.zeros_(self.fc.bias)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, -1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, -1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg) -> "Classifier":
+        """Build from cfg.MODEL.{BACKBONE,RESNETS,CLASSIFIER,PIXEL_MEAN,PIXEL_STD}."""
+        return cls(build_backbone(cfg), cfg.MODEL.CLASSIFIER.NUM_CLASSES, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images - self.pixel_mean) / self.pixel_std
+        features = self.backbone(x)[self.feature_name]  # (N, C, h, w)
+        return self.fc(features.mean(dim=(2, 3)))

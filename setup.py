@@ -1,0 +1,23 @@
+"""resdet: ResNet classification pretraining and Faster R-CNN detection in one toolkit."""
+from setuptools import find_packages, setup
+
+setup(
+    name="resdet",
+    version="0.1.0",
+    description="ResNet pretraining and Faster R-CNN (C4 and FPN) detection, Detectron-style",
+    packages=find_packages(include=["resdet", "resdet.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "fvcore>=0.1.5",
+        "pycocotools>=2.0.6",
+        "opencv-python-headless>=4.6",
+        "pyyaml>=5.1",
+        "tqdm>=4.29",
+        "tensorboard>=2.10",
+        "matplotlib>=3.5",
+        "numpy>=1.21",
+    ],
+    extras_require={"dev": ["pytest>=7", "hypothesis>=6"]},
+)
