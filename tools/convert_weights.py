@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Convert a torchvision / MSRA .pkl / detectron2 / torchvision Faster R-CNN weight file to a resdet checkpoint.
+
+    python tools/convert_weights.py --from torchvision resnet50-0676ba61.pth r50_torchvision.pth
+    python tools/convert_weights.py --from msra R-50.pkl r50_msra.pth --config configs/r50_imagenet.yaml
+
+The output is `{"model": state_dict}` in resdet names, readable by resdet.load_weights and MODEL.WEIGHTS.
+With --config, the converted weights are also loaded into the model that config builds, and the report
+of missing / unused / mismatched keys is printed.
+"""
+import argparse
+import logging
+import os
+import sys
+from typing import List, Optional
+
+import torch
+
+from resdet.checkpoint.converters import converter_names
+from resdet.checkpoint.load import convert_weight_file, load_state_dict_by_suffix
+from resdet.config import setup_cfg
+
+FORMATS = ("torchvision", "msra", "detectron2", "torchvision-frcnn")
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Command-line arguments."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--from", dest="format", choices=sorted(set(FORMATS) | set(converter_names())),
+                        help="format of IN (detected from the contents when left out)")
+    parser.add_argument("--config", default="", help="also load the result into this config's model and report")
+    parser.add_argument("input", metavar="IN", help="weight file to convert")
+    parser.add_argument("output", metavar="OUT", help="resdet checkpoint to write")
+    parser.add_argument("opts", nargs="*", help="KEY VALUE config overrides (with --config)")
+    return parser.parse_intermixed_args(argv)
+
+
+def save_checkpoint(state: dict, path: str) -> None:
+    """Write `{"model": state}` atomically (temporary file, then rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp_path = path + ".tmp"
+    torch.save({"model": state}, tmp_path)
+    os.replace(tmp_path, path)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Convert IN to OUT; with --config, print how the result fits that model."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.format and args.format not in converter_names():
+        raise SystemExit(f"convert_weights: no converter for --from {args.format} is registered yet "
+                         f"(registered: {', '.join(converter_names())})")
+    state, converter = convert_weight_file(args.input, args.format)
+    save_checkpoint(state, args.output)
+    print(f"{args.input} ({converter.name}) -> {args.output}: {len(state)} tensors")
+    if args.config:
+        from resdet import build_model
+
+        cfg = setup_cfg(args.config, args.opts)
+        print(load_state_dict_by_suffix(build_model(cfg), state, args.input, converter.name).summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
