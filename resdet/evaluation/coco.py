@@ -1,0 +1,149 @@
+"""COCO box AP with pycocotools: detections to the COCO result format, COCOeval, a per-category table."""
+import contextlib
+import io
+import logging
+import os
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from tabulate import tabulate
+from torchvision.ops import box_convert
+
+from ..engine import comm
+from .evaluator import DatasetEvaluator, gather_on_main, save_results, write_json
+
+logger = logging.getLogger(__name__)
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval.stats[0:6]
+RESULTS_FILE = "coco_instances_results.json"
+
+
+class COCOEvaluator(DatasetEvaluator):
+    """Box AP of a detection dataset whose ground truth is a COCO json.
+
+    The json and the contiguous-label -> category-id mapping come from `MetadataCatalog.get(dataset_name)`
+    unless `json_file` (and optionally `category_ids`, the category id of each contiguous label; default
+    the json's category ids in ascending order) are given. With `output_dir` (cfg.OUTPUT_DIR) the
+    detections go to OUTPUT_DIR/eval/coco_instances_results.json and the metrics into results.json.
+    """
+
+    def __init__(self, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True,
+                 json_file: Optional[str] = None, category_ids: Optional[Sequence[int]] = None):
+        self.dataset_name = dataset_name
+        self.output_dir = output_dir
+        self.distributed = distributed
+        if json_file is None:
+            json_file, category_ids = _metadata_json_and_ids(dataset_name, category_ids)
+        if not os.path.isfile(json_file):
+            raise FileNotFoundError(f"COCOEvaluator({dataset_name!r}): annotation file not found: {json_file}")
+        self.json_file = json_file
+        self._category_ids = None if category_ids is None else torch.as_tensor(list(category_ids))
+        self._coco_gt = None
+        self.reset()
+
+    def reset(self) -> None:
+        self._predictions: List[dict] = []  # one entry per image: {"image_id", "instances": [COCO results]}
+
+    @property
+    def coco_gt(self) -> COCO:
+        """The ground truth, loaded on first use (only the main process needs it)."""
+        if self._coco_gt is None:
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress to stdout
+                self._coco_gt = COCO(self.json_file)
+        return self._coco_gt
+
+    def category_ids(self) -> torch.Tensor:
+        """Category id of each contiguous label, (C,); by default the json's ids in ascending order."""
+        if self._category_ids is None:
+            self._category_ids = torch.as_tensor(sorted(self.coco_gt.getCatIds()))
+        return self._category_ids
+
+    def process(self, inputs: List[dict], outputs: List[dict]) -> None:
+        category_ids = self.category_ids()
+        for inp, out in zip(inputs, outputs):
+            labels = out["labels"].to("cpu", torch.int64)
+            if labels.numel() and int(labels.max()) >= len(category_ids):
+                raise ValueError(f"COCOEvaluator({self.dataset_name!r}): label {int(labels.max())} but the "
+                                 f"dataset has {len(category_ids)} categories")
+            boxes = box_convert(out["boxes"].to("cpu", torch.float64), "xyxy", "xywh")  # (N, 4)
+            image_id = inp["image_id"]
+            instances = [
+                {"image_id": image_id, "category_id": category_id, "bbox": box, "score": score}
+                for category_id, box, score in zip(category_ids[labels].tolist(), boxes.tolist(),
+                                                   out["scores"].to("cpu", torch.float64).tolist())
+            ]
+            self._predictions.append({"image_id": image_id, "instances": instances})
+
+    def evaluate(self) -> Dict[str, Dict[str, float]]:
+        predictions = gather_on_main(self._predictions, self.distributed)
+        if self.distributed and not comm.is_main_process():
+            return {}
+        detections = [instance for prediction in predictions for instance in prediction["instances"]]
+        if self.output_dir:
+            write_json(os.path.join(self.output_dir, "eval", RESULTS_FILE), detections)
+        image_ids = sorted({prediction["image_id"] for prediction in predictions})
+        if not detections:
+            logger.warning("COCOEvaluator(%r): no detections on %d images; AP is 0", self.dataset_name, len(image_ids))
+            metrics = {name: 0.0 for name in METRIC_NAMES}
+        else:
+            metrics = self._coco_box_ap(detections, image_ids)
+        results = {"bbox": metrics}
+        if self.output_dir:
+            save_results(self.output_dir, results)
+        return results
+
+    def _coco_box_ap(self, detections: List[dict], image_ids: List) -> Dict[str, float]:
+        """COCOeval "bbox" on the processed images; metrics in %, NaN where no ground truth qualifies."""
+        coco_gt = self.coco_gt
+        summary = io.StringIO()
+        with contextlib.redirect_stdout(summary):
+            coco_eval = COCOeval(coco_gt, coco_gt.loadRes(detections), "bbox")
+            coco_eval.params.imgIds = image_ids
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        summary_lines = [line for line in summary.getvalue().splitlines() if line.lstrip().startswith("Average")]
+        logger.info("COCO box evaluation of %r on %d images:\n%s", self.dataset_name, len(image_ids),
+                    "\n".join(summary_lines))
+        # COCOeval writes -1 where an area range has no ground truth
+        metrics = {name: float(stat * 100) if stat >= 0 else float("nan")
+                   for name, stat in zip(METRIC_NAMES, coco_eval.stats)}
+        logger.info("Per-category box AP of %r:\n%s", self.dataset_name, per_category_table(coco_eval))
+        return metrics
+
+
+def per_category_ap(coco_eval: COCOeval) -> Dict[str, float]:
+    """AP in % of each category (IoU 0.5:0.95, all areas, 100 detections); NaN without ground truth."""
+    precision = coco_eval.eval["precision"]  # (IoU thresholds, recall points, categories, areas, max dets)
+    names = [category["name"] for category in coco_eval.cocoGt.loadCats(coco_eval.params.catIds)]
+    aps = {}
+    for index, name in enumerate(names):
+        values = precision[:, :, index, 0, -1]
+        values = values[values > -1]
+        aps[name] = float(values.mean() * 100) if values.size else float("nan")
+    return aps
+
+
+def per_category_table(coco_eval: COCOeval, columns: int = 3) -> str:
+    """`per_category_ap` as a text table with `columns` category/AP pairs per row."""
+    flat = [cell for name, ap in per_category_ap(coco_eval).items() for cell in (name, f"{ap:.2f}")]
+    rows = [flat[start:start + 2 * columns] for start in range(0, len(flat), 2 * columns)]
+    return tabulate(rows, headers=["category", "AP"] * columns, tablefmt="pipe", disable_numparse=True)
+
+
+def _metadata_json_and_ids(dataset_name: str, category_ids: Optional[Sequence[int]]):
+    """The annotation json and the contiguous -> category id mapping of a catalogued dataset."""
+    from ..data import MetadataCatalog
+
+    metadata = MetadataCatalog.get(dataset_name)
+    json_file = getattr(metadata, "json_file", None)
+    if not json_file:
+        raise KeyError(f"COCOEvaluator: dataset {dataset_name!r} has no json_file in its metadata; "
+                       "pass json_file= to evaluate an arbitrary COCO json")
+    if category_ids is None:
+        id_map = getattr(metadata, "thing_dataset_id_to_contiguous_id", None)
+        if id_map:
+            category_ids = sorted(id_map, key=id_map.get)
+    return json_file, category_ids
