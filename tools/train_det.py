@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Train and evaluate a Faster R-CNN detector (COCO, PASCAL VOC, the toy shapes, your own data).
+
+    python tools/train_det.py --config configs/coco_frcnn_r101.yaml
+    python tools/train_det.py --config configs/coco_frcnn_r50_fpn.yaml --num-gpus 8
+    python tools/train_det.py --config configs/voc_frcnn_r101.yaml --eval-only MODEL.WEIGHTS model.pth
+"""
+import logging
+import os
+from typing import Dict
+
+import resdet
+from resdet.checkpoint.checkpointer import Checkpointer
+from resdet.config import ConfigError
+from resdet.data import (
+    DatasetCatalog,
+    DatasetNotFoundError,
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
+from resdet.engine import (
+    Trainer,
+    comm,
+    default_argument_parser,
+    default_hooks,
+    default_setup,
+    launch_tool,
+    model_losses,
+    prepare_model,
+    setup_config,
+)
+from resdet.evaluation.coco import COCOEvaluator
+from resdet.evaluation.evaluator import DatasetEvaluator, inference_on_dataset
+from resdet.evaluation.voc import VOCEvaluator
+from resdet.solver import build_lr_scheduler, build_optimizer
+from resdet.utils.events import default_writers
+
+logger = logging.getLogger("resdet.train_det")
+EVALUATORS = {"coco": COCOEvaluator, "voc": VOCEvaluator}
+
+
+def build_evaluator(dataset_name: str, output_dir: str) -> DatasetEvaluator:
+    """The evaluator the dataset's metadata asks for (COCO AP or the VOC devkit's mAP)."""
+    kind = MetadataCatalog.get(dataset_name).get("evaluator_type")
+    if kind not in EVALUATORS:
+        raise ConfigError(f"DATASETS.TEST: {dataset_name!r} has evaluator type {kind!r}; expected coco or voc")
+    return EVALUATORS[kind](dataset_name, output_dir)
+
+
+def evaluate(cfg, model, test_loaders: Dict[str, object]) -> Dict[str, dict]:
+    """Detection metrics on each DATASETS.TEST dataset; the last one writes OUTPUT_DIR/eval/."""
+    results = {}
+    for index, (name, loader) in enumerate(test_loaders.items()):
+        last = index == len(test_loaders) - 1
+        output_dir = cfg.OUTPUT_DIR if last else os.path.join(cfg.OUTPUT_DIR, "eval", name)
+        results = inference_on_dataset(model, loader, build_evaluator(name, output_dir))
+        if comm.is_main_process():
+            logger.info("%s: %s", name, results)
+    return results
+
+
+def flatten_metrics(results: dict, prefix: str = "") -> Dict[str, float]:
+    """{"bbox": {"AP": 1.0}} -> {"bbox/AP": 1.0}, numbers only (what the metrics writers take)."""
+    flat = {}
+    for key, value in results.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_metrics(value, name + "/"))
+        elif isinstance(value, (int, float)):
+            flat[name] = float(value)
+    return flat
+
+
+def check_datasets(cfg, eval_only: bool) -> None:
+    """Fail in seconds, before building the model, when a dataset is missing."""
+    for name in (() if eval_only else cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST):
+        DatasetCatalog.get(name)
+
+
+def main(args) -> Dict[str, dict]:
+    """One process of the job: set up, check the data, train with the shared engine, evaluate."""
+    cfg = setup_config(args)
+    default_setup(cfg, args)
+    check_datasets(cfg, args.eval_only)
+    test_loaders = {name: build_detection_test_loader(cfg, name) for name in cfg.DATASETS.TEST}
+
+    model = resdet.build_model(cfg)  # loads MODEL.BACKBONE.WEIGHTS / MODEL.WEIGHTS when set
+    if args.eval_only:
+        checkpointer = Checkpointer(model, cfg.OUTPUT_DIR)
+        if not cfg.MODEL.WEIGHTS:
+            if not checkpointer.has_checkpoint():
+                raise ConfigError(f"--eval-only: MODEL.WEIGHTS is empty and {cfg.OUTPUT_DIR} has no last_checkpoint")
+            checkpointer.load(checkpointer.get_checkpoint_file(), with_checkpointables=False)
+        return evaluate(cfg, model, test_loaders)
+
+    train_loader = build_detection_train_loader(cfg)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, optimizer=optimizer, scheduler=scheduler)
+    start_iter = checkpointer.resume_or_load("", resume=args.resume).get("iteration", 0)
+    model = prepare_model(model, cfg.SOLVER.CHANNELS_LAST)
+    trainer = Trainer(model, train_loader, optimizer, model_losses, amp=cfg.SOLVER.AMP.ENABLED)
+    writers = default_writers(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER, start_iter) if comm.is_main_process() else None
+    eval_fn = (lambda: flatten_metrics(evaluate(cfg, model, test_loaders))) if test_loaders else None
+    trainer.register_hooks(default_hooks(scheduler, checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
+                                         cfg.TEST.EVAL_PERIOD, eval_fn, writers))
+    trainer.train(start_iter, cfg.SOLVER.MAX_ITER)
+    return {}
+
+
+if __name__ == "__main__":
+    launch_tool(main, default_argument_parser(__doc__).parse_args(),
+                user_errors=(ConfigError, DatasetNotFoundError))
