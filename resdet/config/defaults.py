@@ -49,6 +49,8 @@ _C.MODEL.ANCHOR_GENERATOR = CN()
 _C.MODEL.ANCHOR_GENERATOR.SIZES = [[32, 64, 128, 256, 512]]  # one list per feature level, or one for all
 _C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]  # height / width
 _C.MODEL.ANCHOR_GENERATOR.OFFSET = 0.0  # anchor centre offset in units of the stride
+_C.MODEL.ANCHOR_GENERATOR.ROUND_CELL_ANCHORS = False  # round cell anchor corners to integers (torchvision)
+_C.MODEL.ANCHOR_GENERATOR.STRIDE_FROM_IMAGE = False  # stride = padded side // feature side (torchvision), else nominal
 
 _C.MODEL.RPN = CN()
 _C.MODEL.RPN.IN_FEATURES = ["res4"]

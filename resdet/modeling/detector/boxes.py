@@ -1,0 +1,51 @@
+"""Box helpers shared by the RPN and the RoI heads: flattened per-batch boxes, clipping, size filters."""
+from typing import List, NamedTuple, Tuple
+
+import torch
+
+
+class Proposals(NamedTuple):
+    """Region proposals of a whole batch, flattened: image `image_index[i]` owns box i."""
+
+    boxes: torch.Tensor  # (R, 4) x1y1x2y2 in the padded-batch pixels
+    scores: torch.Tensor  # (R,) objectness probabilities
+    image_index: torch.Tensor  # (R,) int64, non-decreasing
+
+
+def flatten_per_image(tensors: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate per-image tensors and return them with the image index of each row."""
+    counts = torch.tensor([len(t) for t in tensors], device=tensors[0].device)
+    image_index = torch.repeat_interleave(torch.arange(len(tensors), device=counts.device), counts)
+    return torch.cat(tensors), image_index
+
+
+def clip_boxes(boxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
+    """Clamp x to [0, width] and y to [0, height]; image_sizes (..., 2) as (height, width) broadcasts."""
+    width_height = image_sizes.flip(-1).to(boxes.dtype)
+    upper = torch.cat([width_height, width_height], dim=-1)  # (..., 4) as (w, h, w, h)
+    return torch.minimum(boxes.clamp(min=0), upper)
+
+
+def boxes_at_least(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
+    """(N,) bool: both sides of the box are >= min_size (zero keeps empty boxes too)."""
+    widths = boxes[..., 2] - boxes[..., 0]
+    heights = boxes[..., 3] - boxes[..., 1]
+    return (widths >= min_size) & (heights >= min_size)
+
+
+def first_k_per_group(group: torch.Tensor, k, num_groups: int) -> torch.Tensor:
+    """(N,) bool keeping the first k (int, or (num_groups,) tensor) elements of each group, in the given order."""
+    order = torch.argsort(group, stable=True)
+    sorted_group = group[order]
+    counts = torch.bincount(group, minlength=num_groups)
+    starts = counts.cumsum(0) - counts
+    rank = torch.arange(len(group), device=group.device) - starts[sorted_group]
+    limit = torch.as_tensor(k, device=group.device).expand(num_groups)
+    keep = torch.zeros_like(group, dtype=torch.bool)
+    keep[order] = rank < limit[sorted_group]
+    return keep
+
+
+def sort_by_image(image_index: torch.Tensor) -> torch.Tensor:
+    """Indices grouping rows by image while keeping their order inside each image."""
+    return torch.argsort(image_index, stable=True)
