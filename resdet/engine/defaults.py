@@ -1,0 +1,129 @@
+"""What every tool shares: the command-line parser, config set-up, logging and seeding, launching."""
+import argparse
+import functools
+import logging
+import os
+import random
+import sys
+from typing import Callable, Tuple, Type
+
+import numpy as np
+import torch
+
+from ..config import CfgNode, ConfigError, get_cfg
+from ..utils.logger import environment_info, setup_logger
+from . import comm
+from .launch import launch
+
+logger = logging.getLogger(__name__)
+
+EXIT_USER_ERROR = 2
+
+
+def default_argument_parser(description: str = None) -> argparse.ArgumentParser:
+    """--config, --resume, --eval-only, the distributed options and trailing KEY VALUE overrides."""
+    parser = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Multi-machine: run the same command on every machine with --num-machines M, "
+               "--machine-rank 0..M-1 and --dist-url tcp://<machine 0>:<port>. Under torchrun the "
+               "distributed options are ignored and the process group comes from the environment.",
+    )
+    parser.add_argument("--config", "--config-file", dest="config", default="", metavar="FILE", help="config YAML")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS or the last checkpoint")
+    parser.add_argument("--num-gpus", type=int, default=1,
+                        help="processes per machine (one per GPU; gloo CPU processes without CUDA)")
+    parser.add_argument("--num-machines", type=int, default=1)
+    parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine, 0..num-machines-1")
+    parser.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT of machine 0; 'auto': a free local port")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                        help="config overrides, e.g. SOLVER.BASE_LR 0.01 OUTPUT_DIR out/")
+    return parser
+
+
+def scale_to_world_size(cfg: CfgNode, world_size: int) -> None:
+    """Linear scaling rule: with REFERENCE_WORLD_SIZE R > 0, a job on W processes multiplies
+    IMS_PER_BATCH and BASE_LR by W/R and divides MAX_ITER, STEPS, WARMUP_ITERS and the checkpoint and
+    eval periods by W/R, so it sees as many images per process and in total as the reference job."""
+    reference = cfg.SOLVER.REFERENCE_WORLD_SIZE
+    if reference <= 0 or reference == world_size:
+        return
+    scale = world_size / reference
+    batch = int(round(cfg.SOLVER.IMS_PER_BATCH * scale))
+    if batch % world_size != 0:
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH scaled to {batch} is not divisible by the world size {world_size}")
+    old = (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER)
+    cfg.SOLVER.IMS_PER_BATCH = batch
+    cfg.SOLVER.BASE_LR *= scale
+    cfg.SOLVER.MAX_ITER = int(round(cfg.SOLVER.MAX_ITER / scale))
+    cfg.SOLVER.STEPS = tuple(int(round(step / scale)) for step in cfg.SOLVER.STEPS)
+    cfg.SOLVER.WARMUP_ITERS = int(round(cfg.SOLVER.WARMUP_ITERS / scale))
+    cfg.SOLVER.CHECKPOINT_PERIOD = int(round(cfg.SOLVER.CHECKPOINT_PERIOD / scale))
+    cfg.TEST.EVAL_PERIOD = int(round(cfg.TEST.EVAL_PERIOD / scale))
+    cfg.SOLVER.REFERENCE_WORLD_SIZE = world_size
+    logger.info("linear scaling from %d to %d processes: IMS_PER_BATCH, BASE_LR, MAX_ITER %s -> %s",
+                reference, world_size, old, (batch, cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER))
+
+
+def setup_config(args: argparse.Namespace) -> CfgNode:
+    """Defaults, --config, the overrides, then linear scaling to this job's world size; frozen."""
+    cfg = get_cfg()
+    if args.config:
+        cfg.merge_from_file(args.config)
+    cfg.merge_from_list(args.opts)
+    scale_to_world_size(cfg, comm.get_world_size())
+    cfg.freeze()
+    return cfg
+
+
+def seed_all(seed: int) -> int:
+    """Seed Python, NumPy and torch; a negative seed draws a random one. Returns the seed used."""
+    if seed < 0:
+        seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return seed
+
+
+def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
+    """OUTPUT_DIR, logging (log.txt; log.txt.rank{N} on other ranks), environment and config in the log,
+    OUTPUT_DIR/config.yaml (rank 0), seeding (SEED < 0: random, logged; each rank offsets it by its rank)."""
+    rank = comm.get_rank()
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    setup_logger(cfg.OUTPUT_DIR, rank)
+    logger.info("rank %d of %d\n%s", rank, comm.get_world_size(), environment_info())
+    logger.info("command line: %s", " ".join(sys.argv))
+    logger.info("config (%s):\n%s", args.config or "defaults", cfg.dump())
+    if comm.is_main_process():
+        path = os.path.join(cfg.OUTPUT_DIR, "config.yaml")
+        with open(path, "w") as file:
+            file.write(cfg.dump())
+        logger.info("config saved to %s", path)
+    seed = seed_all(cfg.SEED if cfg.SEED < 0 else cfg.SEED + rank)
+    logger.info("seed %d", seed)
+    torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
+
+
+def _exit_on_user_errors(main_func: Callable, user_errors: Tuple[Type[BaseException], ...], *args) -> None:
+    """Run main_func; a user error (missing dataset, bad config) prints one line to stderr and exits 2."""
+    try:
+        main_func(*args)
+    except user_errors as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+
+
+def launch_tool(main_func: Callable, args: argparse.Namespace,
+                user_errors: Tuple[Type[BaseException], ...] = (ConfigError,)) -> None:
+    """Launch main_func(args) per the distributed options; user errors exit 2 without a traceback."""
+    import torch.multiprocessing as mp
+
+    wrapped = functools.partial(_exit_on_user_errors, main_func, tuple(user_errors))
+    try:
+        launch(wrapped, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except mp.ProcessExitedException as err:
+        # A spawned process already printed its error; exit with its status.
+        sys.exit(err.exit_code or 1)

@@ -1,0 +1,1 @@
+"""Utilities: logging set-up, training metrics (JSON lines, TensorBoard, progress bar)."""
