@@ -1,0 +1,58 @@
+"""CIFAR-10 from the official python batches (cifar-10-batches-py), read without running pickle code."""
+import os
+from typing import Any, List, Tuple
+
+import numpy as np
+
+from ...checkpoint.safe_pickle import load_pickle
+from .catalog import DatasetCatalog, MetadataCatalog, PathSpec, require_path, resolve_path, under_root
+
+TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+TEST_BATCHES = ["test_batch"]
+VAL_FRACTION = 10  # the paper's split: the last tenth (5k of 50k) of the training batches is validation
+
+
+def _field(batch: dict, key: str) -> Any:
+    """A batch entry whether the pickle's keys are str or bytes (Python 2 files)."""
+    return batch[key] if key in batch else batch[key.encode()]
+
+
+def read_batches(name: str, root: PathSpec, batch_names: List[str]) -> Tuple[np.ndarray, np.ndarray]:
+    """Images (N,32,32,3) uint8 RGB and labels (N,) int64 of the named batch files, in order."""
+    folder = require_path(name, root)
+    images, labels = [], []
+    for batch_name in batch_names:
+        batch = load_pickle(require_path(name, os.path.join(folder, batch_name)))
+        rows = np.asarray(_field(batch, "data"), dtype=np.uint8)  # (n, 3072): 1024 R, 1024 G, 1024 B
+        images.append(rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(np.asarray(_field(batch, "labels"), dtype=np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def load_cifar10(name: str, root: PathSpec, split: str) -> List[dict]:
+    """`{"image": (32,32,3) uint8 RGB, "label"}` dicts of split train | train45k | val5k | test."""
+    images, labels = read_batches(name, root, TEST_BATCHES if split == "test" else TRAIN_BATCHES)
+    num_val = len(images) // VAL_FRACTION
+    ranges = {"train": (0, len(images)), "test": (0, len(images)),
+              "train45k": (0, len(images) - num_val), "val5k": (len(images) - num_val, len(images))}
+    begin, end = ranges[split]
+    return [{"image": images[i], "label": int(labels[i])} for i in range(begin, end)]
+
+
+def read_label_names(name: str, root: PathSpec) -> List[str]:
+    """Class names from batches.meta."""
+    meta = load_pickle(require_path(name, os.path.join(resolve_path(root), "batches.meta")))
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in _field(meta, "label_names")]
+
+
+def register_cifar10(name: str, root: PathSpec, split: str) -> None:
+    """Register one split of a cifar-10-batches-py folder."""
+    if split not in ("train", "train45k", "val5k", "test"):
+        raise ValueError(f"dataset {name!r}: unknown CIFAR-10 split {split!r}")
+    DatasetCatalog.register(name, lambda: load_cifar10(name, root, split))
+    meta = MetadataCatalog.get(name).set(image_root=root, evaluator_type="classification")
+    meta.set_lazy(lambda: {"thing_classes": read_label_names(name, root)})
+
+
+for _split in ("train", "train45k", "val5k", "test"):
+    register_cifar10(f"cifar10_{_split}", under_root("cifar10", "cifar-10-batches-py"), _split)
