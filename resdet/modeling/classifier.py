@@ -20,6 +20,9 @@ class Classifier(nn.Module):
         nn.init.zeros_(self.fc.bias)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, -1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, -1, 1, 1), False)
+        # channels_last weights and activations: faster convolutions forward and backward, and the weight gradients
+        # come out in the weights' own layout (with NCHW weights they would be converted back every step)
+        self.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_config(cls, cfg) -> "Classifier":
@@ -27,6 +30,6 @@ class Classifier(nn.Module):
         return cls(build_backbone(cfg), cfg.MODEL.CLASSIFIER.NUM_CLASSES, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images - self.pixel_mean) / self.pixel_std
+        x = ((images - self.pixel_mean) / self.pixel_std).contiguous(memory_format=torch.channels_last)
         features = self.backbone(x)[self.feature_name]  # (N, C, h, w)
         return self.fc(features.mean(dim=(2, 3)))

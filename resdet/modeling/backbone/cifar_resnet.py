@@ -4,6 +4,7 @@ from torch import nn
 
 from .backbone import ShapeSpec
 from .build import BACKBONE_REGISTRY
+from .conv_norm import conv_norm
 from .resnet import BasicBlock, ResNet, get_norm, init_weights, make_stage
 
 CIFAR_STAGE_NAMES = ("res2", "res3", "res4")
@@ -20,7 +21,7 @@ class CifarStem(nn.Module):
         self.stride = 1
 
     def forward(self, x):
-        return F.relu_(self.norm1(self.conv1(x)))
+        return F.relu_(conv_norm(self.conv1, self.norm1, x))
 
 
 @BACKBONE_REGISTRY.register()

@@ -13,6 +13,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from .backbone import Backbone, ShapeSpec
 from .build import BACKBONE_REGISTRY
+from .conv_norm import conv_norm
 
 NORMS = ("BN", "FrozenBN", "SyncBN", "GN")
 SHORTCUTS = ("A", "B", "C")
@@ -43,7 +44,7 @@ class Projection(nn.Module):
         self.norm = get_norm(norm, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.conv(x))
+        return conv_norm(self.conv, self.norm, x)
 
 
 class ZeroPadShortcut(nn.Module):
@@ -81,7 +82,9 @@ class ResidualBlock(nn.Module):
 
     def _add_shortcut(self, branch: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.residual:
-            branch = branch + (x if self.shortcut is None else self.shortcut(x))
+            shortcut = x if self.shortcut is None else self.shortcut(x)
+            # in place into the fresh branch tensor, unless autocast left the two in different dtypes
+            branch = branch.add_(shortcut) if branch.dtype == shortcut.dtype else branch + shortcut
         return F.relu_(branch)
 
     def last_norm(self) -> nn.Module:
@@ -102,8 +105,8 @@ class BasicBlock(ResidualBlock):
         self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride, norm) if residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu_(self.norm1(self.conv1(x)))
-        return self._add_shortcut(self.norm2(self.conv2(out)), x)
+        out = F.relu_(conv_norm(self.conv1, self.norm1, x))
+        return self._add_shortcut(conv_norm(self.conv2, self.norm2, out), x)
 
     def last_norm(self) -> nn.Module:
         return self.norm2
@@ -127,9 +130,9 @@ class BottleneckBlock(ResidualBlock):
         self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride, norm) if residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu_(self.norm1(self.conv1(x)))
-        out = F.relu_(self.norm2(self.conv2(out)))
-        return self._add_shortcut(self.norm3(self.conv3(out)), x)
+        out = F.relu_(conv_norm(self.conv1, self.norm1, x))
+        out = F.relu_(conv_norm(self.conv2, self.norm2, out))
+        return self._add_shortcut(conv_norm(self.conv3, self.norm3, out), x)
 
     def last_norm(self) -> nn.Module:
         return self.norm3
@@ -146,7 +149,7 @@ class BasicStem(nn.Module):
         self.stride = 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu_(self.norm1(self.conv1(x)))
+        x = F.relu_(conv_norm(self.conv1, self.norm1, x))
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 

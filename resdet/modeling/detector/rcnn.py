@@ -74,6 +74,11 @@ class FasterRCNN(nn.Module):
         height = -(-max(image.shape[-2] for image in images) // divisor) * divisor
         width = -(-max(image.shape[-1] for image in images) // divisor) * divisor
         padded = images[0].new_zeros((len(images), images[0].shape[0], height, width))
+        if not self.training:
+            # inference runs the convolutions faster on channels_last, and the RPN head's (B, A, H, W) outputs
+            # then flatten to the anchors' (cell, anchor) order without a copy; training keeps the parameters'
+            # layout (SOLVER.CHANNELS_LAST), whose weight gradients would otherwise be converted back every step
+            padded = padded.contiguous(memory_format=torch.channels_last)
         for slot, image in zip(padded, images):
             slot[:, : image.shape[-2], : image.shape[-1]].copy_(image)
         return padded

@@ -73,10 +73,16 @@ class ROIHeads(nn.Module):
             if gt_boxes is None or gt_labels is None:
                 raise ValueError("ROIHeads: training needs the ground-truth boxes and labels of every image")
             boxes, image_index, classes, targets = self.label_and_sample(proposals, gt_boxes, gt_labels)
-            logits, deltas = self.box_predictor(self.box_features(level_features, boxes, image_index))
+            logits, deltas = self._predict(level_features, boxes, image_index)
             return [], fast_rcnn_losses(logits, deltas, classes, targets, self.loss_type, self.smooth_l1_beta)
-        logits, deltas = self.box_predictor(self.box_features(level_features, proposals.boxes, proposals.image_index))
+        logits, deltas = self._predict(level_features, proposals.boxes, proposals.image_index)
         return self.inference(logits, deltas, proposals.boxes, proposals.image_index, image_sizes), {}
+
+    def _predict(self, features: List[torch.Tensor], boxes: torch.Tensor,
+                 image_index: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(R, C+1) logits and (R, 4C or 4) deltas in fp32, whatever the head ran in (autocast)."""
+        logits, deltas = self.box_predictor(self.box_features(features, boxes, image_index))
+        return logits.float(), deltas.float()
 
     @torch.no_grad()
     def label_and_sample(self, proposals: Proposals, gt_boxes: List[torch.Tensor], gt_labels: List[torch.Tensor]

@@ -105,6 +105,8 @@ class RPN(nn.Module):
         """Proposals of a batch padded to image_shape, whose images are image_sizes (B, 2) as (h, w)."""
         level_features = [features[f] for f in self.in_features]
         logits, deltas = self.rpn_head(level_features)
+        # selection and losses in fp32 whatever the head ran in (autocast): box coordinates need its precision
+        logits, deltas = [x.float() for x in logits], [x.float() for x in deltas]
         anchors = self.anchor_generator(level_features, image_shape)
         proposals = self.find_proposals(anchors, logits, deltas, image_sizes)
         if not self.training:
@@ -121,16 +123,18 @@ class RPN(nn.Module):
         """Top-k per level, decode, clip, filter, NMS per (image, level), top-k per image (module docstring)."""
         num_images, device = logits[0].shape[0], logits[0].device
         batch = torch.arange(num_images, device=device)[:, None]
-        boxes, top_logits, levels = [], [], []
-        for level, (level_anchors, level_logits, level_deltas) in enumerate(zip(anchors, logits, deltas)):
+        top_logits, top_deltas, top_anchors = [], [], []
+        for level_anchors, level_logits, level_deltas in zip(anchors, logits, deltas):
             k = min(self.pre_nms_topk[self.training], level_logits.shape[1])
             level_top, top_index = level_logits.topk(k, dim=1)  # (B, k)
-            boxes.append(self.box_coder.decode(level_deltas[batch, top_index], level_anchors[top_index]))
             top_logits.append(level_top)
-            levels.append(torch.full_like(top_index, level))
-        boxes = torch.cat(boxes, dim=1).reshape(-1, 4)
+            top_deltas.append(level_deltas[batch, top_index])  # (B, k, 4)
+            top_anchors.append(level_anchors[top_index])  # (B, k, 4)
+        # the selected boxes of all levels are decoded and filtered together: (B * K) rows, image-major
+        boxes = self.box_coder.decode(torch.cat(top_deltas, dim=1), torch.cat(top_anchors, dim=1)).reshape(-1, 4)
         scores = torch.sigmoid(torch.cat(top_logits, dim=1)).reshape(-1)
-        levels = torch.cat(levels, dim=1).reshape(-1)
+        per_level = torch.tensor([t.shape[1] for t in top_logits], device=device)
+        levels = torch.repeat_interleave(torch.arange(len(anchors), device=device), per_level).repeat(num_images)
         image_index = batch.expand(-1, len(scores) // num_images).reshape(-1)
         boxes = clip_boxes(boxes, image_sizes[image_index])
         keep = torch.nonzero(boxes_at_least(boxes, self.min_size) & (scores >= self.score_thresh)).squeeze(1)

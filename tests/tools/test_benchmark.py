@@ -1,0 +1,96 @@
+"""tools/benchmark.py: the --json contract of every task, the torchvision reference really holds resdet's weights."""
+import json
+import os
+import runpy
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from resdet import build_model
+from resdet.config import setup_cfg
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOL = os.path.join(REPO, "tools", "benchmark.py")
+TOY_DET = os.path.join(REPO, "configs", "toy_frcnn_r18_fpn.yaml")
+TOY_CLS = os.path.join(REPO, "configs", "toy_cls_r18.yaml")
+SMALL_DET = ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MIN_SIZE_TRAIN", "(64,)",
+             "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0"]
+MODEL_KEYS = {"time_s", "min_s", "images_per_s", "peak_mem_mb"}
+tool = runpy.run_path(TOOL)
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_count():
+    """main() applies --threads to this process; the rest of the suite keeps its own setting."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_json(capsys, *args) -> dict:
+    assert tool["main"](["--json", "--threads", "1", *args]) == 0  # flags first: overrides take the rest
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    return json.loads(lines[0])
+
+
+def test_infer_against_torchvision_from_the_command_line():
+    out = subprocess.run([sys.executable, TOOL, "--config", TOY_DET, "--task", "infer", "--compare", "torchvision",
+                          "--iters", "1", "--warmup", "0", "--json", "--threads", "1", *SMALL_DET],
+                         cwd=REPO, capture_output=True, text=True, timeout=120, check=True).stdout
+    result = json.loads(out)
+    assert {"task", "config", "device", "threads", "amp", "iters", "warmup", "batch_size", "input_size",
+            "resdet", "torchvision", "ratio", "proposals", "peak_rss_mb"} <= set(result)
+    assert result["task"] == "infer" and result["batch_size"] == 1 and result["input_size"] == [64, 85]
+    assert set(result["resdet"]) == MODEL_KEYS and set(result["torchvision"]) == MODEL_KEYS
+    assert result["ratio"] == pytest.approx(result["resdet"]["time_s"] / result["torchvision"]["time_s"])
+    # the same weights and thresholds: both RPNs keep the same number of proposals
+    assert result["proposals"]["resdet"] == result["proposals"]["torchvision"] > 0
+
+
+def test_train_step_of_a_detector_and_a_classifier(capsys):
+    det = run_json(capsys, "--config", TOY_DET, "--task", "train", "--compare", "torchvision", "--iters", "1",
+                   "--warmup", "0", *SMALL_DET)
+    assert det["batch_size"] == 2 and det["resdet"]["images_per_s"] > 0 and det["torchvision"]["time_s"] > 0
+    cls = run_json(capsys, "--config", TOY_CLS, "--task", "train", "--iters", "1", "--warmup", "0", "--batch", "4",
+                   "--amp", "MODEL.DEVICE", "cpu")
+    assert cls["batch_size"] == 4 and cls["amp"] and "torchvision" not in cls and "ratio" not in cls
+    assert cls["resdet"]["peak_mem_mb"] > 0  # the RSS high-water mark on the CPU
+
+
+def test_data_and_eval_on_the_toy_sets(capsys, toy_datasets, monkeypatch):
+    monkeypatch.setenv("RESDET_DATASETS", str(toy_datasets))
+    data = run_json(capsys, "--config", TOY_DET, "--task", "data", "--iters", "2", "--warmup", "1", *SMALL_DET)
+    assert data["batch_size"] == 2 and data["resdet"]["images_per_s"] > 0
+    evaluation = run_json(capsys, "--config", TOY_CLS, "--task", "eval", "--compare", "torchvision", "--iters", "2",
+                          "--warmup", "0", "MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "8",
+                          "DATALOADER.NUM_WORKERS", "0")
+    assert evaluation["dataset"] == "toy_cls_val" and evaluation["ratio"] > 0
+    assert evaluation["resdet"]["images_per_s"] > 0
+
+
+def test_torchvision_classifier_computes_the_resdet_function():
+    """Weights copied key by key, the stride moved to the 1x1 convs: the same logits as resdet's model."""
+    cfg = setup_cfg(os.path.join(REPO, "configs", "r50_imagenet.yaml"), ["MODEL.DEVICE", "cpu",
+                                                                         "MODEL.CLASSIFIER.NUM_CLASSES", "10"])
+    torch.manual_seed(0)
+    ours = build_model(cfg).eval()
+    for module in ours.modules():  # non-trivial statistics, so that the norms are checked too
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    reference = tool["torchvision_classifier"](cfg, ours).eval()
+    images = torch.rand(2, 3, 64, 64) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(reference(images), ours(images), rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_comparisons_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        tool["parse_args"](["--config", TOY_DET, "--task", "data", "--compare", "torchvision"])
+    cifar = os.path.join(REPO, "configs", "cifar", "resnet20.yaml")
+    with pytest.raises(ValueError, match="MODEL.BACKBONE.NAME"):
+        tool["main"](["--config", cifar, "--task", "infer", "--compare", "torchvision", "--iters", "1",
+                      "--warmup", "0", "MODEL.DEVICE", "cpu"])

@@ -1,0 +1,489 @@
+#!/usr/bin/env python
+"""Speed and peak memory of a config's model, optionally against torchvision's model of the same architecture
+with the same weights, timed interleaved (one run of each in turn) in one process.
+
+    python tools/benchmark.py --config configs/torchvision/frcnn_r50_fpn.yaml --task infer --compare torchvision
+    python tools/benchmark.py --config configs/r50_imagenet.yaml --task train --batch 16 --compare torchvision
+    python tools/benchmark.py --config configs/toy_frcnn_r18_fpn.yaml --task data --json
+    python tools/benchmark.py --config configs/toy_frcnn_r18_fpn.yaml --task eval --iters 20 --amp
+
+Tasks; times are medians over --iters runs after --warmup runs:
+  infer  eval-mode forward of one synthetic image: a detector's at INPUT.MIN/MAX_SIZE_TEST with width = --aspect
+         times height, a classifier's at INPUT.CROP.SIZE
+  train  one SGD step (lr 0, so that every step does the same work) on SOLVER.IMS_PER_BATCH synthetic images
+         (at most --batch) at the largest training size, a detector's with 5 synthetic boxes per image
+  data   the training loader's throughput on DATASETS.TRAIN, in images/s (no --compare)
+  eval   inference over the DATASETS.TEST[0] loader (the first --iters batches), the loading not timed
+A detector without MODEL.WEIGHTS first gets its FrozenBN statistics calibrated on one forward of the synthetic
+image, so that its RPN keeps as many proposals as a trained one does ("proposals" in the output).
+
+--compare torchvision builds torchvision.models.resnet{depth} for a Classifier, and for a FasterRCNN with a ResNet
+FPN backbone torchvision's FasterRCNN as fasterrcnn_resnet50_fpn builds it for pretrained weights (FrozenBN,
+stages up to FREEZE_AT frozen) with the config's depth, sizes and thresholds; it loads the resdet model's weights
+(the stride moved to the 1x1 convs when STRIDE_IN_1X1) and gets the same inputs. --amp runs both under autocast
+(bf16 on the CPU, fp16 with loss scaling on CUDA). Memory: peak RSS on the CPU (resdet's read before
+torchvision's model exists, so the process peak is reported apart), torch.cuda.max_memory_allocated on CUDA.
+"""
+import argparse
+import contextlib
+import itertools
+import json
+import logging
+import resource
+import statistics
+import sys
+import time
+from typing import Callable, Iterable, List, Optional
+
+import torch
+import torchvision
+from torch import nn
+
+from resdet import build_model
+from resdet.checkpoint.converters.torchvision_frcnn import rename as frcnn_to_resdet
+from resdet.checkpoint.converters.torchvision_resnet import rename as resnet_to_resdet
+from resdet.config import setup_cfg
+from resdet.data import (build_classification_test_loader, build_classification_train_loader,
+                         build_detection_test_loader, build_detection_train_loader)
+from resdet.evaluation.classification import predict_scores
+
+TASKS = ("train", "infer", "data", "eval")
+DEFAULT_ITERS = {"infer": 10, "train": 5, "data": 20, "eval": None}  # eval: the whole test set
+DEFAULT_WARMUP = {"infer": 2, "train": 1, "data": 2, "eval": 1}
+BOXES_PER_IMAGE = 5
+PREDICTOR = "roi_heads.box_predictor."
+
+
+def is_detector(cfg) -> bool:
+    """The config builds a detector (list-of-dicts batches) rather than a Classifier."""
+    return cfg.MODEL.META_ARCHITECTURE != "Classifier"
+
+
+def image_size(cfg, train: bool, aspect: float) -> tuple:
+    """(height, width) of the synthetic images: a classifier's crop; a detector's (largest) shorter side with
+    width = aspect * height, both scaled down to fit the longer-side limit."""
+    if not is_detector(cfg):
+        return cfg.INPUT.CROP.SIZE, cfg.INPUT.CROP.SIZE
+    short = max(cfg.INPUT.MIN_SIZE_TRAIN) if train else cfg.INPUT.MIN_SIZE_TEST
+    limit = cfg.INPUT.MAX_SIZE_TRAIN if train else cfg.INPUT.MAX_SIZE_TEST
+    scale = min(1.0, limit / max(short, short * aspect)) if limit else 1.0
+    return round(short * scale), round(short * aspect * scale)
+
+
+def synthetic_images(count: int, size: tuple, device: torch.device) -> torch.Tensor:
+    """(count, 3, H, W) in 0-255: blurred noise, image-like rather than white noise."""
+    noise = torch.rand(count, 3, *size, generator=torch.Generator().manual_seed(1))
+    images = nn.functional.avg_pool2d(noise, 9, 1, 4, count_include_pad=False)
+    low, high = images.amin(dim=(1, 2, 3), keepdim=True), images.amax(dim=(1, 2, 3), keepdim=True)
+    return ((images - low) / (high - low) * 255).to(device)
+
+
+def synthetic_targets(count: int, size: tuple, num_classes: int, device: torch.device) -> tuple:
+    """Per image (BOXES_PER_IMAGE, 4) x1y1x2y2 boxes spanning 10-50% of each side, and labels in 0..C-1."""
+    generator = torch.Generator().manual_seed(2)
+    extent = torch.tensor([size[1], size[0]], dtype=torch.float32)  # (w, h)
+    sides = (0.1 + 0.4 * torch.rand(count, BOXES_PER_IMAGE, 2, generator=generator)) * extent
+    corners = torch.rand(count, BOXES_PER_IMAGE, 2, generator=generator) * (extent - sides)
+    boxes = torch.cat([corners, corners + sides], dim=2).to(device)  # (N, K, 4)
+    labels = torch.randint(0, num_classes, (count, BOXES_PER_IMAGE), generator=generator).to(device)
+    return list(boxes), list(labels)
+
+
+def calibrate_frozen_norms(model: nn.Module, run: Callable[[], object]) -> bool:
+    """Set each FrozenBatchNorm2d's statistics to those of its input during one run(), in forward order (so every
+    layer sees normalised inputs, as in a trained network); False when the model has none."""
+    def take_statistics(module, inputs):
+        module.running_mean.copy_(inputs[0].mean(dim=(0, 2, 3)))
+        module.running_var.copy_(inputs[0].var(dim=(0, 2, 3)) + module.eps)
+
+    norms = [m for m in model.modules() if isinstance(m, torchvision.ops.FrozenBatchNorm2d)]
+    handles = [m.register_forward_pre_hook(take_statistics) for m in norms]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return bool(norms)
+
+
+def count_proposals(rpn: nn.Module, run: Callable[[], object]) -> int:
+    """Proposals the RPN module (resdet's Proposals or torchvision's list of boxes) returns in one run()."""
+    counts = []
+
+    def record(module, inputs, output):
+        proposals = output[0]
+        counts.append(len(proposals.boxes) if hasattr(proposals, "boxes") else sum(len(p) for p in proposals))
+    handle = rpn.register_forward_hook(record)
+    try:
+        with torch.inference_mode():
+            run()
+    finally:
+        handle.remove()
+    return counts[-1]
+
+
+class Normalized(nn.Module):
+    """A torchvision classifier fed resdet's input: 0-255 images normalised with MODEL.PIXEL_MEAN/STD."""
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model((images - self.mean) / self.std)
+
+
+def _check_reference(cfg, backbone_name: str) -> None:
+    """Refuse configs that no torchvision model reproduces."""
+    r = cfg.MODEL.RESNETS
+    wanted = {"MODEL.BACKBONE.NAME": (cfg.MODEL.BACKBONE.NAME, backbone_name),
+              "MODEL.RESNETS.RESIDUAL": (r.RESIDUAL, True), "MODEL.RESNETS.SHORTCUT": (r.SHORTCUT, "B"),
+              "MODEL.RESNETS.NUM_GROUPS": (r.NUM_GROUPS, 1), "MODEL.RESNETS.WIDTH_PER_GROUP": (r.WIDTH_PER_GROUP, 64),
+              "MODEL.RESNETS.RES5_DILATION": (r.RES5_DILATION, 1)}
+    for key, (value, needed) in wanted.items():
+        if value != needed:
+            raise ValueError(f"--compare torchvision: torchvision has no model with {key} {value!r} (needs {needed!r})")
+
+
+def torchvision_trunk(cfg, **kwargs) -> nn.Module:
+    """torchvision.models.resnet{depth}, its stride moved to the first 1x1 conv of a block under STRIDE_IN_1X1."""
+    r = cfg.MODEL.RESNETS
+    norm = {"FrozenBN": torchvision.ops.FrozenBatchNorm2d, "BN": nn.BatchNorm2d}.get(r.NORM)
+    if norm is None:
+        raise ValueError(f"--compare torchvision: MODEL.RESNETS.NORM {r.NORM!r} unsupported; use BN or FrozenBN")
+    trunk = getattr(torchvision.models, f"resnet{r.DEPTH}")(norm_layer=norm, **kwargs)
+    if r.DEPTH >= 50 and r.STRIDE_IN_1X1:
+        for stage in (trunk.layer2, trunk.layer3, trunk.layer4):
+            stage[0].conv1.stride, stage[0].conv2.stride = stage[0].conv2.stride, (1, 1)
+    return trunk
+
+
+def load_from_resdet(reference: nn.Module, ours: nn.Module, to_resdet: Callable[[str], str]) -> None:
+    """Copy every reference weight from the resdet key `to_resdet(key)`; the box predictor's rows are reordered
+    (torchvision's background is row 0 of cls_score and has 4 bbox_pred rows, resdet's is last and has none)."""
+    ours_state, state = ours.state_dict(), {}
+    for key, value in reference.state_dict().items():
+        source = ours_state.get(to_resdet(key))
+        if key.startswith(PREDICTOR + "cls_score."):
+            source = torch.cat([source[-1:], source[:-1]])
+        elif key.startswith(PREDICTOR + "bbox_pred."):
+            source = torch.cat([value[:4], source])
+        if source is None or source.shape != value.shape:
+            if key.endswith("num_batches_tracked"):
+                continue
+            raise ValueError(f"--compare torchvision: no resdet weight of shape {tuple(value.shape)} for {key!r}")
+        state[key] = source
+    reference.load_state_dict(state, strict=False)
+
+
+def torchvision_classifier(cfg, ours: nn.Module) -> nn.Module:
+    """torchvision's ResNet with the resdet Classifier's weights, taking the same 0-255 input."""
+    _check_reference(cfg, "build_resnet_backbone")
+    model = torchvision_trunk(cfg, num_classes=cfg.MODEL.CLASSIFIER.NUM_CLASSES)
+    load_from_resdet(model, ours, resnet_to_resdet)
+    return Normalized(model, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD)
+
+
+def torchvision_detector(cfg, ours: nn.Module, min_size: int, max_size: int) -> nn.Module:
+    """torchvision's FasterRCNN with a ResNet-FPN backbone built like the config's, with the resdet weights."""
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+
+    _check_reference(cfg, "build_resnet_fpn_backbone")
+    m, b = cfg.MODEL, cfg.MODEL.ROI_BOX_HEAD
+    if m.ROI_HEADS.NAME != "StandardROIHeads" or b.NUM_FC != 2 or b.CLS_AGNOSTIC_BBOX_REG or not m.FPN.TOP_BLOCK:
+        raise ValueError("--compare torchvision: needs StandardROIHeads, ROI_BOX_HEAD.NUM_FC 2 with per-class boxes "
+                         "and FPN.TOP_BLOCK maxpool")
+    trunk = torchvision_trunk(cfg)
+    trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:5 - m.BACKBONE.FREEZE_AT]
+    for name, parameter in trunk.named_parameters():
+        parameter.requires_grad_(any(name.startswith(layer) for layer in trainable) or not m.BACKBONE.FREEZE_AT)
+    shapes = ours.backbone.bottom_up.output_shape()
+    backbone = BackboneWithFPN(trunk, {f"layer{i}": str(i - 1) for i in range(1, 5)},
+                               [shapes[f].channels for f in m.FPN.IN_FEATURES], m.FPN.OUT_CHANNELS,
+                               extra_blocks=torchvision.ops.feature_pyramid_network.LastLevelMaxPool())
+    levels = len(m.RPN.IN_FEATURES)
+    sizes = [tuple(s) for s in m.ANCHOR_GENERATOR.SIZES]
+    ratios = [tuple(r) for r in m.ANCHOR_GENERATOR.ASPECT_RATIOS]
+    anchors = AnchorGenerator(tuple(sizes * levels if len(sizes) == 1 else sizes),
+                              tuple(ratios * levels if len(ratios) == 1 else ratios))
+    pooler = torchvision.ops.MultiScaleRoIAlign(["0", "1", "2", "3"], b.POOLER_RESOLUTION, b.POOLER_SAMPLING_RATIO)
+    channels = m.FPN.OUT_CHANNELS * b.POOLER_RESOLUTION ** 2
+    r, h = m.RPN, m.ROI_HEADS
+    model = FasterRCNN(
+        backbone, min_size=min_size, max_size=max_size, image_mean=[v / 255 for v in m.PIXEL_MEAN],
+        image_std=[v / 255 for v in m.PIXEL_STD], rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_train=r.PRE_NMS_TOPK_TRAIN, rpn_pre_nms_top_n_test=r.PRE_NMS_TOPK_TEST,
+        rpn_post_nms_top_n_train=r.POST_NMS_TOPK_TRAIN, rpn_post_nms_top_n_test=r.POST_NMS_TOPK_TEST,
+        rpn_nms_thresh=r.NMS_THRESH, rpn_fg_iou_thresh=r.IOU_THRESHOLDS[-1], rpn_bg_iou_thresh=r.IOU_THRESHOLDS[0],
+        rpn_batch_size_per_image=r.BATCH_SIZE_PER_IMAGE, rpn_positive_fraction=r.POSITIVE_FRACTION,
+        rpn_score_thresh=r.SCORE_THRESH, box_roi_pool=pooler, box_head=TwoMLPHead(channels, b.FC_DIM),
+        box_predictor=FastRCNNPredictor(b.FC_DIM, h.NUM_CLASSES + 1), box_score_thresh=h.SCORE_THRESH_TEST,
+        box_nms_thresh=h.NMS_THRESH_TEST, box_detections_per_img=h.DETECTIONS_PER_IMAGE,
+        box_fg_iou_thresh=h.IOU_THRESHOLDS[-1], box_bg_iou_thresh=h.IOU_THRESHOLDS[0],
+        box_batch_size_per_image=h.BATCH_SIZE_PER_IMAGE, box_positive_fraction=h.POSITIVE_FRACTION,
+        bbox_reg_weights=tuple(b.BBOX_REG_WEIGHTS))
+    load_from_resdet(model, ours, frcnn_to_resdet)
+    return model.to(next(ours.parameters()).device)
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on the CPU, fp16 on CUDA (the trainer's choice), or nothing."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+
+
+class Measured:
+    """One model under test: `step(inputs)` runs one iteration and returns its number of images."""
+
+    def __init__(self, step: Callable[[object], int], device: torch.device):
+        self.step, self.device = step, device
+        self.times: List[float] = []
+        self.images = 0
+        self.peak_mem_mb: Optional[float] = None
+
+    def run(self, inputs, timed: bool) -> None:
+        """One iteration, timed (and its images counted) after the warmup."""
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        start = time.perf_counter()
+        images = self.step(inputs)
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            self.peak_mem_mb = max(self.peak_mem_mb or 0.0, torch.cuda.max_memory_allocated(self.device) / 2**20)
+        if timed:
+            self.times.append(time.perf_counter() - start)
+            self.images += images
+
+    def summary(self) -> dict:
+        """Median and fastest seconds per iteration, images per second, peak memory (MiB)."""
+        if not self.times:
+            raise ValueError("benchmark: nothing was timed; raise --iters or lower --warmup (or the test set is empty)")
+        return {"time_s": statistics.median(self.times), "min_s": min(self.times),
+                "images_per_s": self.images / sum(self.times), "peak_mem_mb": self.peak_mem_mb}
+
+
+def peak_rss_mb() -> float:
+    """High-water resident set size of this process in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def inference_step(cfg, model: nn.Module, tv: bool, device: torch.device, amp: bool) -> Callable[[object], int]:
+    """One eval-mode forward of a batch: a Classifier's images (N,3,H,W), or a detector's list of dicts (which
+    torchvision's model gets as 0-1 images)."""
+    def step(batch) -> int:
+        with torch.inference_mode(), autocast(device, amp):
+            if not is_detector(cfg):
+                images = batch[0]  # (images, labels); a test loader's are shaped by TEST.CLS_MODE
+                plain = torch.is_tensor(images) and images.dim() == 4
+                predict_scores(model, images, "center" if plain else cfg.TEST.CLS_MODE, device)
+                return len(images) if torch.is_tensor(images) else 1
+            items = [dict(item, image=item["image"].to(device)) for item in batch]
+            model([item["image"] / 255 for item in items] if tv else items)
+            return len(items)
+    return step
+
+
+def training_step(cfg, model: nn.Module, tv: bool, device: torch.device, amp: bool) -> Callable[[object], int]:
+    """One SGD update (lr 0) on a synthetic batch: (images, labels) for a Classifier, a list of dicts otherwise."""
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0,
+                                momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+
+    def loss(batch) -> torch.Tensor:
+        if not is_detector(cfg):
+            images, labels = batch
+            return nn.functional.cross_entropy(model(images).float(), labels)
+        if not tv:
+            return sum(model(batch).values())
+        targets = [{"boxes": item["boxes"], "labels": item["labels"] + 1} for item in batch]  # 0: background
+        return sum(model([item["image"] / 255 for item in batch], targets).values())
+
+    def step(batch) -> int:
+        with autocast(device, amp):
+            value = loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(value).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return len(batch[0]) if not is_detector(cfg) else len(batch)
+    return step
+
+
+def synthetic_batch(cfg, args, device: torch.device, train: bool) -> tuple:
+    """The fixed batch of the infer / train tasks, and its description."""
+    size = image_size(cfg, train, args.aspect)
+    count = (min(cfg.SOLVER.IMS_PER_BATCH, args.batch) if args.batch else cfg.SOLVER.IMS_PER_BATCH) if train else 1
+    images = synthetic_images(count, size, device)
+    info = {"batch_size": count, "input_size": list(size)}
+    if not is_detector(cfg):
+        labels = torch.randint(0, cfg.MODEL.CLASSIFIER.NUM_CLASSES, (count,), device=device)
+        return (images, labels), info
+    batch = [{"image": image, "height": size[0], "width": size[1]} for image in images]
+    if train:
+        boxes, labels = synthetic_targets(count, size, cfg.MODEL.ROI_HEADS.NUM_CLASSES, device)
+        batch = [dict(item, boxes=b, labels=c) for item, b, c in zip(batch, boxes, labels)]
+    return batch, info
+
+
+def measure(steps: List[Measured], inputs: Iterable) -> None:
+    """Timed runs, interleaved: every input batch goes to each step in turn."""
+    for batch in inputs:
+        for measured in steps:
+            measured.run(batch, timed=True)
+
+
+def data_throughput(cfg, iters: int, warmup: int) -> dict:
+    """Images per second of the training loader (its workers started during the warmup batches)."""
+    loader = iter(build_detection_train_loader(cfg) if is_detector(cfg) else build_classification_train_loader(cfg))
+    for _ in range(warmup):
+        next(loader)
+    images, start = 0, time.perf_counter()
+    for _ in range(iters):
+        batch = next(loader)
+        images += len(batch) if is_detector(cfg) else len(batch[0])
+    elapsed = time.perf_counter() - start
+    return {"resdet": {"time_s": elapsed / iters, "images_per_s": images / elapsed, "peak_mem_mb": None},
+            "batch_size": images // iters}
+
+
+def reference_model(cfg, model: nn.Module, train_size: Optional[tuple]) -> nn.Module:
+    """torchvision's model with the resdet model's weights; a detector resizes to train_size (when training) or to
+    INPUT.MIN/MAX_SIZE_TEST, as resdet's does."""
+    if not is_detector(cfg):
+        return torchvision_classifier(cfg, model).to(next(model.parameters()).device)
+    if train_size:
+        return torchvision_detector(cfg, model, min(train_size), max(train_size))
+    return torchvision_detector(cfg, model, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+
+
+def task_inputs(cfg, args, device: torch.device) -> tuple:
+    """(first batch, the timed batches, their description): --iters copies of the synthetic batch, or for eval the
+    test loader's first --iters batches (all without --iters)."""
+    iters = args.iters if args.iters is not None else DEFAULT_ITERS[args.task]
+    if args.task != "eval":
+        batch, info = synthetic_batch(cfg, args, device, args.task == "train")
+        return batch, [batch] * iters, info
+    name = cfg.DATASETS.TEST[0]
+    loader = (build_detection_test_loader if is_detector(cfg) else build_classification_test_loader)(cfg, name)
+    batches = iter(loader)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError(f"DATASETS.TEST: {name!r} is empty")
+    timed = itertools.islice(itertools.chain([first], batches), iters)
+    return first, timed, {"dataset": name, "batch_size": loader.batch_size, "input_size": None}
+
+
+def benchmark(cfg, args) -> dict:
+    """The measurement of args.task as the dict --json prints: the resdet model's numbers under "resdet" and,
+    with --compare torchvision, the reference's under "torchvision" and "ratio" (resdet time / torchvision's)."""
+    warmup = args.warmup if args.warmup is not None else DEFAULT_WARMUP[args.task]
+    iters = args.iters if args.iters is not None else DEFAULT_ITERS[args.task]
+    result = {"task": args.task, "config": args.config, "threads": torch.get_num_threads(), "amp": args.amp,
+              "iters": iters, "warmup": warmup}
+    if args.task == "data":
+        result.update(device="cpu", input_size=None, **data_throughput(cfg, iters, warmup), peak_rss_mb=peak_rss_mb())
+        return result
+    model = build_model(cfg)
+    device = next(model.parameters()).device
+    first, timed_inputs, info = task_inputs(cfg, args, device)
+    result.update(device=str(device), **info)
+    if is_detector(cfg) and not cfg.MODEL.WEIGHTS:
+        calibration, _ = synthetic_batch(cfg, args, device, train=False)
+        result["calibrated"] = calibrate_frozen_norms(model.eval(), lambda: model(calibration))
+    train = args.task == "train"
+    make_step = training_step if train else inference_step
+    steps = [Measured(make_step(cfg, model.train(train), False, device, args.amp), device)]
+    if args.task == "infer" and is_detector(cfg):
+        result["proposals"] = {"resdet": count_proposals(model.proposal_generator, lambda: model(first))}
+    for _ in range(warmup):  # resdet alone first, so that the RSS high-water mark is its own
+        steps[0].run(first, timed=False)
+    resdet_rss = peak_rss_mb()
+    if args.compare:
+        reference = reference_model(cfg, model, tuple(info["input_size"]) if train else None).train(train)
+        steps.append(Measured(make_step(cfg, reference, True, device, args.amp), device))
+        if "proposals" in result:
+            images = [item["image"] / 255 for item in first]
+            result["proposals"]["torchvision"] = count_proposals(reference.rpn, lambda: reference(images))
+        for _ in range(warmup):
+            steps[1].run(first, timed=False)
+    measure(steps, timed_inputs)
+    result["resdet"] = steps[0].summary()
+    if device.type == "cpu":
+        result["resdet"]["peak_mem_mb"] = resdet_rss
+    if args.compare:
+        result["torchvision"] = steps[1].summary()
+        result["ratio"] = result["resdet"]["time_s"] / result["torchvision"]["time_s"]
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Command-line arguments."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="config file of the model")
+    parser.add_argument("--task", required=True, choices=TASKS, help="what to measure (see above)")
+    parser.add_argument("--compare", choices=["torchvision"], help="also measure torchvision's model, interleaved")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--iters", type=int, help="timed iterations (default: infer 10, train 5, data 20 batches, "
+                        "eval the whole test set)")
+    parser.add_argument("--warmup", type=int, help="untimed iterations first (default: infer 2, train 1, data 2, "
+                        "eval 1)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--batch", type=int, help="train: at most this many images per step")
+    parser.add_argument("--aspect", type=float, default=4 / 3, help="detectors: width / height of the synthetic "
+                        "images (default 4/3)")
+    parser.add_argument("--amp", action="store_true", help="autocast: bf16 on the CPU, fp16 on CUDA")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args(argv)
+    if args.compare and args.task == "data":
+        parser.error("--compare torchvision measures models: use it with --task train, infer or eval")
+    for name in ("iters", "warmup", "threads", "batch"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "warmup" else 1):
+            parser.error(f"--{name}: {value} is out of range")
+    return args
+
+
+def describe(result: dict) -> str:
+    """The result as a few human-readable lines."""
+    lines = [f"{result['config']}: {result['task']} on {result['device']}, {result['threads']} threads"
+             f"{', amp' if result['amp'] else ''}, batch {result.get('batch_size')}, size {result.get('input_size')}"]
+    for name in ("resdet", "torchvision"):
+        if name in result:
+            r = result[name]
+            memory = f", peak {r['peak_mem_mb']:.0f} MiB" if r.get("peak_mem_mb") else ""
+            lines.append(f"  {name:12s} {r['time_s'] * 1000:9.1f} ms/iter (median), {r['images_per_s']:8.2f} "
+                         f"images/s{memory}")
+    if "ratio" in result:
+        lines.append(f"  ratio resdet / torchvision: {result['ratio']:.3f}")
+    if "proposals" in result:
+        lines.append(f"  proposals per image: {result['proposals']}")
+    lines.append(f"  process peak RSS {result['peak_rss_mb']:.0f} MiB")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Measure and print."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = setup_cfg(args.config, args.opts)
+    result = benchmark(cfg, args)
+    print(json.dumps(result) if args.json else describe(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
