@@ -10,23 +10,11 @@ import os
 from typing import Dict
 
 import resdet
-from resdet.checkpoint.checkpointer import Checkpointer
 from resdet.config import ConfigError
 from resdet.data import DatasetNotFoundError, build_classification_test_loader, build_classification_train_loader
-from resdet.engine import (
-    ClassificationLoss,
-    Trainer,
-    comm,
-    default_argument_parser,
-    default_hooks,
-    default_setup,
-    launch_tool,
-    prepare_model,
-    setup_config,
-)
+from resdet.engine import ClassificationLoss, default_argument_parser, default_setup, launch_tool, setup_config
+from resdet.engine.train_loop import load_for_evaluation, run_training
 from resdet.evaluation import ClassificationEvaluator, classification_inference
-from resdet.solver import build_lr_scheduler, build_optimizer
-from resdet.utils.events import default_writers
 
 logger = logging.getLogger("resdet.train_cls")
 
@@ -53,26 +41,11 @@ def main(args) -> Dict[str, float]:
 
     model = resdet.build_model(cfg)  # loads MODEL.WEIGHTS when set
     if args.eval_only:
-        checkpointer = Checkpointer(model, cfg.OUTPUT_DIR)
-        if not cfg.MODEL.WEIGHTS:
-            if not checkpointer.has_checkpoint():
-                raise ConfigError(f"--eval-only: MODEL.WEIGHTS is empty and {cfg.OUTPUT_DIR} has no last_checkpoint")
-            checkpointer.load(checkpointer.get_checkpoint_file(), with_checkpointables=False)
+        load_for_evaluation(cfg, model)
         return evaluate(cfg, model, test_loaders)
-
-    optimizer = build_optimizer(cfg, model)
-    scheduler = build_lr_scheduler(cfg, optimizer)
-    checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, optimizer=optimizer, scheduler=scheduler)
-    start_iter = checkpointer.resume_or_load("", resume=args.resume).get("iteration", 0)
-    model = prepare_model(model, cfg.SOLVER.CHANNELS_LAST)
-    device = next(model.parameters()).device
-    trainer = Trainer(model, train_loader, optimizer, ClassificationLoss(device, cfg.SOLVER.CHANNELS_LAST),
-                      amp=cfg.SOLVER.AMP.ENABLED)
-    writers = default_writers(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER, start_iter) if comm.is_main_process() else None
-    eval_fn = (lambda: evaluate(cfg, model, test_loaders)) if test_loaders else None
-    trainer.register_hooks(default_hooks(scheduler, checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
-                                         cfg.TEST.EVAL_PERIOD, eval_fn, writers))
-    trainer.train(start_iter, cfg.SOLVER.MAX_ITER)
+    evaluate_model = (lambda m: evaluate(cfg, m, test_loaders)) if test_loaders else None
+    loss_fn = ClassificationLoss(next(model.parameters()).device, cfg.SOLVER.CHANNELS_LAST)
+    run_training(cfg, args.resume, model, train_loader, loss_fn, evaluate_model)
     return {}
 
 

@@ -111,7 +111,8 @@ def _exit_on_user_errors(main_func: Callable, user_errors: Tuple[Type[BaseExcept
     try:
         main_func(*args)
     except user_errors as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.stderr.write(f"error: {err}\n")
+        sys.stderr.flush()
         sys.exit(EXIT_USER_ERROR)
 
 
