@@ -49,7 +49,7 @@ def test_classification_train_loader_with_workers(cfg):
     cfg.DATALOADER.NUM_WORKERS = 2
     cfg.INPUT.CLS_AUGMENTATION = "none"
     loader = build_classification_train_loader(cfg)
-    assert len(loader.dataset) == 4 * 190
+    assert len(loader.dataset) == 4 * (400 + 40)
     batches = [next(loader) for _ in range(3)]
     assert all(b[0].shape == (4, 3, 56, 56) for b in batches)
 

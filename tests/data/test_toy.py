@@ -31,7 +31,7 @@ def test_same_seed_same_bytes_other_seed_differs(toy_root, tmp_path):
 
 def test_layout_and_sizes(toy_root):
     toy = toy_root / "toy"
-    for split, per_class in (("train", 150), ("val", 40)):
+    for split, per_class in (("train", 400), ("val", 40)):
         classes = sorted(os.listdir(toy / "cls" / split))
         assert len(classes) in (4, 5)
         for cls in classes:
@@ -91,7 +91,7 @@ def test_voc_tree_parses_and_matches_coco(toy_root):
 
 
 def test_catalog_names_load(toy_env):
-    assert len(DatasetCatalog.get("toy_cls_train")) == 4 * 150
+    assert len(DatasetCatalog.get("toy_cls_train")) == 4 * 400
     assert len(DatasetCatalog.get("toy_cls_val")) == 4 * 40
     assert len(DatasetCatalog.get("toy_coco_train")) == len(DatasetCatalog.get("toy_voc_trainval"))
     assert len(DatasetCatalog.get("toy_coco_val")) == len(DatasetCatalog.get("toy_voc_test"))

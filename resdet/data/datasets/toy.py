@@ -22,7 +22,7 @@ from .voc import LABELS_FILE, register_voc
 TOY_CLASSES = ["circle", "cross", "square", "triangle"]  # alphabetical, so ImageFolder order agrees
 TOY_CATEGORY_IDS = [10, 20, 30, 40]  # not 0..C-1 on purpose: exercises the COCO id <-> contiguous maps
 JPEG_QUALITY = 95
-CLS_PER_CLASS = {"train": 150, "val": 40}
+CLS_PER_CLASS = {"train": 400, "val": 40}
 DET_IMAGES = {"train": 120, "val": 40}
 DIFFICULT_MAX_SIDE = 16  # VOC "difficult": objects whose larger side is below this many pixels
 CROWD_EVERY = 8  # every 8th val scene gets a crowd (COCO iscrowd=1, VOC difficult)
