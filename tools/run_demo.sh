@@ -12,5 +12,5 @@ OUT="${DEMO_OUTPUT:-output/demo}"
 $PY tools/make_toy_data.py --out "$RESDET_DATASETS/toy"
 $PY tools/train_det.py --config configs/toy_frcnn_r18_fpn.yaml OUTPUT_DIR "$OUT/det"
 $PY tools/demo.py --config configs/toy_frcnn_r18_fpn.yaml --input "$RESDET_DATASETS/toy/coco/val" \
-    --output "$OUT/vis" --max-images 8 MODEL.WEIGHTS "$OUT/det/model_final.pth"
+    --output "$OUT/vis" --max-images 8 --score-thresh 0.3 MODEL.WEIGHTS "$OUT/det/model_final.pth"
 echo "demo: metrics in $OUT/det/eval/results.json, drawn detections in $OUT/vis"
