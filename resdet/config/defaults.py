@@ -71,8 +71,13 @@ _C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 2000  # per image (per level when POST_NMS_PE
 _C.MODEL.RPN.POST_NMS_TOPK_TEST = 1000
 _C.MODEL.RPN.POST_NMS_PER_LEVEL = False  # torchvision keeps post-NMS top-k over all levels too
 _C.MODEL.RPN.NMS_THRESH = 0.7
-_C.MODEL.RPN.MIN_SIZE = 0.0  # proposals smaller than this (input pixels) are removed
+# proposals with a side < MIN_SIZE (input pixels) are removed, and empty ones (a side <= 0) always are: 0 is
+# detectron2's rule (sides > 0), 1e-3 torchvision's (sides >= 1e-3)
+_C.MODEL.RPN.MIN_SIZE = 0.0
 _C.MODEL.RPN.SCORE_THRESH = 0.0  # proposals with a lower objectness probability are removed
+# what orders proposals for NMS and the post-NMS top-k: "logit" (detectron2) or "probability" (torchvision), whose
+# sigmoid is exactly 1.0 in fp32 above a logit of ~16.6, so that confident boxes tie and the first one wins
+_C.MODEL.RPN.RANK_BY = "logit"
 
 _C.MODEL.ROI_HEADS = CN()
 _C.MODEL.ROI_HEADS.NAME = "Res5ROIHeads"  # "Res5ROIHeads" (C4, the paper) or "StandardROIHeads" (FPN)

@@ -8,7 +8,9 @@ class Proposals(NamedTuple):
     """Region proposals of a whole batch, flattened: image `image_index[i]` owns box i."""
 
     boxes: torch.Tensor  # (R, 4) x1y1x2y2 in the padded-batch pixels
-    scores: torch.Tensor  # (R,) objectness probabilities
+    # (R,) objectness probabilities, sigmoid of the RPN logits: they saturate to exactly 1.0 in fp32 above a logit
+    # of ~16.6, so the order of the rows within an image (MODEL.RPN.RANK_BY), not these values, is the ranking
+    scores: torch.Tensor
     image_index: torch.Tensor  # (R,) int64, non-decreasing
 
 
@@ -31,6 +33,12 @@ def boxes_at_least(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
     widths = boxes[..., 2] - boxes[..., 0]
     heights = boxes[..., 3] - boxes[..., 1]
     return (widths >= min_size) & (heights >= min_size)
+
+
+def nonempty_boxes_at_least(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
+    """(N,) bool: both sides are > 0 and >= min_size, so an empty box never passes, whatever min_size."""
+    sides = torch.minimum(boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1])
+    return (sides > 0) & (sides >= min_size)
 
 
 def first_k_per_group(group: torch.Tensor, k, num_groups: int) -> torch.Tensor:

@@ -1,9 +1,17 @@
 """Region Proposal Network: a small conv head over shared features, anchors, losses and proposal selection.
 
-Order of proposal selection (the same as torchvision's when MIN_SIZE 1e-3, SCORE_THRESH 0 and
-POST_NMS_PER_LEVEL False): per level and image the PRE_NMS_TOPK highest logits, decode, clip to the image,
-drop boxes with a side < MIN_SIZE and probabilities < SCORE_THRESH, NMS per (image, level), then the
+Order of proposal selection (the same as torchvision's when MIN_SIZE 1e-3, SCORE_THRESH 0, POST_NMS_PER_LEVEL
+False and RANK_BY "probability"): per level and image the PRE_NMS_TOPK highest logits, decode, clip to the image,
+drop boxes with a side <= 0 or < MIN_SIZE and probabilities < SCORE_THRESH, NMS per (image, level), then the
 POST_NMS_TOPK best per image (or per image and level). Proposals never carry gradients.
+
+Size rule: a side must be > 0 and >= MIN_SIZE. At MIN_SIZE 0 this is detectron2's (sides > MIN_SIZE: empty boxes,
+such as those clipped to zero width at the image border, go), at 1e-3 torchvision's remove_small_boxes (sides >=
+1e-3); at another positive MIN_SIZE it differs from detectron2's only for a side of exactly MIN_SIZE.
+Ranking (NMS and post-NMS top-k): by logit (detectron2) or by probability (torchvision). The sigmoid is exactly
+1.0 in fp32 for every logit above ~16.6, so under probability ranking confident boxes tie: batched_nms returns them
+in an arbitrary order (by level, or an unstable sort's when there are many) and the post-NMS top-k keeps whichever
+come first; logits keep their order.
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -15,9 +23,12 @@ from torchvision.ops import batched_nms, box_iou
 from ..backbone import ShapeSpec
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder, box_regression_loss
-from .boxes import Proposals, boxes_at_least, clip_boxes, first_k_per_group, flatten_per_image, sort_by_image
+from .boxes import (Proposals, clip_boxes, first_k_per_group, flatten_per_image, nonempty_boxes_at_least,
+                    sort_by_image)
 from .matcher import Matcher
 from .sampler import BalancedSampler
+
+RANKINGS = ("logit", "probability")
 
 
 class RPNHead(nn.Module):
@@ -52,9 +63,11 @@ class RPN(nn.Module):
                  box_coder: BoxCoder, matcher: Matcher, sampler: BalancedSampler, *,
                  pre_nms_topk: Tuple[int, int], post_nms_topk: Tuple[int, int], nms_thresh: float = 0.7,
                  min_size: float = 0.0, score_thresh: float = 0.0, post_nms_per_level: bool = False,
-                 loss_type: str = "smooth_l1", smooth_l1_beta: float = 0.0, loss_weight: float = 1.0,
-                 boundary_thresh: float = -1):
+                 rank_by: str = "logit", loss_type: str = "smooth_l1", smooth_l1_beta: float = 0.0,
+                 loss_weight: float = 1.0, boundary_thresh: float = -1):
         super().__init__()
+        if rank_by not in RANKINGS:
+            raise ValueError(f"MODEL.RPN.RANK_BY: unknown {rank_by!r}; choose one of {RANKINGS}")
         self.in_features = list(in_features)
         self.rpn_head = head
         self.anchor_generator = anchor_generator
@@ -67,6 +80,7 @@ class RPN(nn.Module):
         self.min_size = min_size
         self.score_thresh = score_thresh
         self.post_nms_per_level = post_nms_per_level
+        self.rank_by = rank_by
         self.loss_type = loss_type
         self.smooth_l1_beta = smooth_l1_beta
         self.loss_weight = loss_weight
@@ -97,8 +111,8 @@ class RPN(nn.Module):
                    pre_nms_topk=(r.PRE_NMS_TOPK_TRAIN, r.PRE_NMS_TOPK_TEST),
                    post_nms_topk=(r.POST_NMS_TOPK_TRAIN, r.POST_NMS_TOPK_TEST), nms_thresh=r.NMS_THRESH,
                    min_size=r.MIN_SIZE, score_thresh=r.SCORE_THRESH, post_nms_per_level=r.POST_NMS_PER_LEVEL,
-                   loss_type=r.BBOX_REG_LOSS_TYPE, smooth_l1_beta=r.SMOOTH_L1_BETA, loss_weight=r.LOSS_WEIGHT,
-                   boundary_thresh=r.BOUNDARY_THRESH)
+                   rank_by=r.RANK_BY, loss_type=r.BBOX_REG_LOSS_TYPE, smooth_l1_beta=r.SMOOTH_L1_BETA,
+                   loss_weight=r.LOSS_WEIGHT, boundary_thresh=r.BOUNDARY_THRESH)
 
     def forward(self, features: Dict[str, torch.Tensor], image_shape: Tuple[int, int], image_sizes: torch.Tensor,
                 gt_boxes: Optional[List[torch.Tensor]] = None) -> Tuple[Proposals, Dict[str, torch.Tensor]]:
@@ -132,14 +146,16 @@ class RPN(nn.Module):
             top_anchors.append(level_anchors[top_index])  # (B, k, 4)
         # the selected boxes of all levels are decoded and filtered together: (B * K) rows, image-major
         boxes = self.box_coder.decode(torch.cat(top_deltas, dim=1), torch.cat(top_anchors, dim=1)).reshape(-1, 4)
-        scores = torch.sigmoid(torch.cat(top_logits, dim=1)).reshape(-1)
+        selected_logits = torch.cat(top_logits, dim=1).reshape(-1)
+        scores = torch.sigmoid(selected_logits)
+        ranking = selected_logits if self.rank_by == "logit" else scores
         per_level = torch.tensor([t.shape[1] for t in top_logits], device=device)
         levels = torch.repeat_interleave(torch.arange(len(anchors), device=device), per_level).repeat(num_images)
         image_index = batch.expand(-1, len(scores) // num_images).reshape(-1)
         boxes = clip_boxes(boxes, image_sizes[image_index])
-        keep = torch.nonzero(boxes_at_least(boxes, self.min_size) & (scores >= self.score_thresh)).squeeze(1)
+        keep = torch.nonzero(nonempty_boxes_at_least(boxes, self.min_size) & (scores >= self.score_thresh)).squeeze(1)
         groups = image_index[keep] * len(anchors) + levels[keep]
-        keep = keep[batched_nms(boxes[keep], scores[keep], groups, self.nms_thresh)]
+        keep = keep[batched_nms(boxes[keep], ranking[keep], groups, self.nms_thresh)]
         if self.post_nms_per_level:
             top = first_k_per_group(groups[keep], self.post_nms_topk[self.training], num_images * len(anchors))
         else:

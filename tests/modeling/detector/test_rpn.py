@@ -1,18 +1,22 @@
 """RPN: head channel order, losses by hand, proposal selection by hand and against torchvision's RPN."""
 import math
 from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead as TVRPNHead
+from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
 import resdet
+from resdet.config import setup_cfg
 from resdet.modeling.backbone import ShapeSpec
 from resdet.modeling.detector.rpn import RPN
 
 SHAPES = {"p2": ShapeSpec(8, 4), "p3": ShapeSpec(8, 8)}
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 
 def _cfg(**rpn):
@@ -64,6 +68,72 @@ def test_proposals_by_hand():
     assert proposals.boxes.tolist() == [[0, 0, 10, 10], [20, 20, 30, 30]]
     assert torch.allclose(proposals.scores, torch.sigmoid(torch.tensor([3.0, 1.0])))
     assert proposals.image_index.tolist() == [0, 0]
+
+
+# hand-made proposals of a 40 x 50 (h x w) image, by name, in decreasing logit order
+SIZE_RULE_BOXES = {
+    "inside": [0.0, 0.0, 10.0, 10.0],
+    "clipped to 2 px at the right border": [48.0, 5.0, 60.0, 15.0],
+    "beyond the right border (width 0 once clipped)": [55.0, 5.0, 70.0, 15.0],
+    "beyond the left border (width 0 once clipped)": [-10.0, 20.0, -2.0, 30.0],
+    "below the bottom border (height 0 once clipped)": [20.0, 45.0, 30.0, 60.0],
+    "width 1e-3": [0.0, 30.0, 1e-3, 38.0],
+    "width 5e-4": [10.0, 30.0, 10.0005, 38.0],
+    "negative width": [30.0, 30.0, 25.0, 38.0],
+}
+SIZE_RULE_IMAGE = (40, 50)
+EMPTY_BOXES = {"beyond the right border (width 0 once clipped)", "beyond the left border (width 0 once clipped)",
+               "below the bottom border (height 0 once clipped)", "negative width"}
+
+
+def _detectron2_nonempty(boxes: torch.Tensor, threshold: float) -> torch.Tensor:
+    """detectron2's Boxes.nonempty: both sides strictly larger than the threshold (find_top_rpn_proposals)."""
+    return ((boxes[:, 2] - boxes[:, 0]) > threshold) & ((boxes[:, 3] - boxes[:, 1]) > threshold)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("config", ["torchvision/frcnn_r50_fpn.yaml", *sorted(
+    str(p.relative_to(CONFIGS)) for p in (CONFIGS / "detectron2").glob("*.yaml"))])
+def test_size_rule_reproduces_each_reference(config, training):
+    """Each interop config's MIN_SIZE gives its reference's filter; empty boxes go whatever MIN_SIZE says."""
+    min_size = setup_cfg(str(CONFIGS / config), []).MODEL.RPN.MIN_SIZE
+    rpn = RPN.from_config(_cfg(MIN_SIZE=min_size, NMS_THRESH=1.0), SHAPES).train(training)
+    anchors = torch.tensor(list(SIZE_RULE_BOXES.values()))
+    logits = -torch.arange(float(len(anchors)))[None]
+    deltas = torch.zeros(1, len(anchors), 4)
+    proposals = rpn.find_proposals([anchors], [logits], [deltas], torch.tensor([SIZE_RULE_IMAGE]))
+    clipped = clip_boxes_to_image(rpn.box_coder.decode(deltas[0], anchors), SIZE_RULE_IMAGE)
+    if config.startswith("torchvision"):
+        expected = remove_small_boxes(clipped, min_size)
+        dropped = EMPTY_BOXES | {"width 5e-4"}
+    else:
+        expected = torch.nonzero(_detectron2_nonempty(clipped, min_size)).squeeze(1)
+        dropped = EMPTY_BOXES
+    names = list(SIZE_RULE_BOXES)
+    assert [names[i] for i in expected.tolist()] == [name for name in names if name not in dropped]
+    assert torch.equal(proposals.boxes, clipped[expected])
+
+
+@pytest.mark.parametrize("rank_by", ["logit", "probability"])
+def test_saturated_logits_tie_rule(rank_by):
+    """Logits 20 and 25 both have probability exactly 1.0: ranking by logit keeps the 25 box, ranking by probability
+    keeps whichever comes first, as torchvision's RPN does (its filter_proposals on the same boxes)."""
+    rpn = RPN.from_config(_cfg(RANK_BY=rank_by, POST_NMS_TOPK_TEST=1), SHAPES).eval()
+    anchors = [torch.tensor([[0.0, 0.0, 20.0, 20.0]]), torch.tensor([[1.0, 0.0, 21.0, 20.0]])]  # IoU 0.9
+    logits = [torch.tensor([[20.0]]), torch.tensor([[25.0]])]  # one box per level: NMS (per level) keeps both
+    assert torch.sigmoid(logits[0]) == torch.sigmoid(logits[1]) == 1.0
+    proposals = rpn.find_proposals(anchors, logits, [torch.zeros(1, 1, 4)] * 2, torch.tensor([[40, 40]]))
+    if rank_by == "logit":
+        assert proposals.boxes.tolist() == anchors[1].tolist()
+        return
+    reference = RegionProposalNetwork(TVAnchorGenerator(((16,), (32,)), ((1.0,),) * 2), TVRPNHead(8, 1), 0.7, 0.3,
+                                      256, 0.5, dict(training=10, testing=10), dict(training=1, testing=1), 0.7).eval()
+    expected, expected_scores = reference.filter_proposals(torch.cat(anchors)[None], torch.cat(logits, dim=1),
+                                                           [(40, 40)], [1, 1])
+    boxes, probabilities = torch.cat(anchors), torch.sigmoid(torch.cat(logits, dim=1)[0])
+    first = batched_nms(boxes, probabilities, torch.tensor([0, 1]), 0.7)[:1]
+    assert expected[0].tolist() == boxes[first].tolist() == anchors[0].tolist()
+    assert torch.equal(proposals.boxes, expected[0]) and torch.equal(proposals.scores, expected_scores[0])
 
 
 def _torchvision_pair(batch_size_per_image=256):
