@@ -4,7 +4,9 @@ from typing import List, Sequence
 
 import torch
 from torch import nn
-from torchvision.ops import box_area, roi_align, roi_pool
+from torchvision.ops import box_area, roi_pool
+
+from .roi_align import roi_align
 
 POOLER_TYPES = ("ROIAlignV2", "ROIAlign", "ROIPool")
 # FPN paper eq. 1: a 224x224 box belongs to level 4; the epsilon guards exact powers of two against rounding
@@ -49,7 +51,7 @@ class ROIPooler(nn.Module):
         if len(features) == 1:
             return self._pool(features[0], rois, self.scales[0])
         levels = assign_fpn_levels(boxes, self.min_level, self.max_level)
-        pooled = features[0].new_zeros((len(rois), features[0].shape[1], *self.output_size))
+        pooled = features[0].new_zeros((rois.shape[0], features[0].shape[1], *self.output_size))  # shape: symbolic
         for level, (feature, scale) in enumerate(zip(features, self.scales)):
             index = torch.nonzero(levels == level).squeeze(1)
             pooled[index] = self._pool(feature, rois[index], scale).to(pooled.dtype)

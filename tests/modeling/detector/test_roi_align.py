@@ -1,0 +1,146 @@
+"""resdet's RoIAlign against torchvision.ops.roi_align: outputs and input gradients, fp32 and bf16, edge boxes."""
+import pytest
+import torch
+from torchvision.ops import roi_align as tv_roi_align
+
+from resdet.modeling.detector import poolers
+from resdet.modeling.detector.poolers import ROIPooler
+from resdet.modeling.detector.roi_align import _sparse_is_faster, roi_align, sparse_roi_align
+
+SHAPE = (2, 6, 24, 31)  # (B, C, H, W): the map of a 96 x 124 image at stride 4
+SCALE = 0.25
+
+
+def edge_rois(generator: torch.Generator) -> torch.Tensor:
+    """(K, 5) rois in image pixels: random ones, many crossing the border, and tiny, empty, huge, outside,
+    straddling and inverted ones."""
+    extent = torch.tensor([SHAPE[3], SHAPE[2]]) / SCALE  # (w, h) of the image
+    centres = (torch.rand(40, 2, generator=generator) * 1.4 - 0.2) * extent
+    sides = torch.rand(40, 2, generator=generator) ** 2 * 1.5 * extent
+    by_hand = torch.tensor([
+        [10.0, 10.0, 10.01, 10.02],  # a hundredth of a pixel
+        [50.0, 40.0, 50.0, 40.0],  # empty
+        [-2000.0, -1500.0, 3000.0, 2500.0],  # 40 times the image: over 140 samples a bin side if adaptive
+        [-80.0, -60.0, -20.0, -5.0],  # outside, above left
+        [130.0, 100.0, 400.0, 300.0],  # outside, below right
+        [-3.0, 90.0, 126.0, 97.0],  # straddling the bottom border
+        [60.0, 50.0, 40.0, 30.0],  # inverted
+        [0.0, 0.0, 124.0, 96.0],  # the whole image
+    ])
+    boxes = torch.cat([torch.cat([centres - sides / 2, centres + sides / 2], dim=1), by_hand])
+    index = torch.randint(0, SHAPE[0], (len(boxes), 1), generator=generator).float()
+    return torch.cat([index, boxes], dim=1)
+
+
+def pool_and_grad(fn, feature: torch.Tensor, rois: torch.Tensor, grad_output: torch.Tensor, *args):
+    """fn's output and the gradient of <output, grad_output> with respect to the feature."""
+    feature = feature.detach().requires_grad_()
+    out = fn(feature, rois, *args)
+    (grad,) = torch.autograd.grad(out, feature, grad_output.to(out.dtype))
+    return out, grad
+
+
+@pytest.mark.parametrize("sampling_ratio", [0, 2, 3])
+@pytest.mark.parametrize("aligned", [False, True])
+def test_fp32_equals_torchvision_forward_and_backward(sampling_ratio, aligned):
+    generator = torch.Generator().manual_seed(sampling_ratio)
+    feature, rois = torch.randn(SHAPE, generator=generator), edge_rois(generator)
+    for output_size, pooled in ((7, (7, 7)), ((5, 3), (5, 3))):
+        args = (output_size, SCALE, sampling_ratio, aligned)
+        grad_output = torch.randn(len(rois), SHAPE[1], *pooled, generator=generator)
+        ours, ours_grad = pool_and_grad(sparse_roi_align, feature, rois, grad_output, *args)
+        reference, reference_grad = pool_and_grad(tv_roi_align, feature, rois, grad_output, *args)
+        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ours_grad, reference_grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_bf16_equals_torchvision_on_the_fp32_input(aligned):
+    generator = torch.Generator().manual_seed(1)
+    feature, rois = torch.randn(SHAPE, generator=generator).bfloat16(), edge_rois(generator)
+    grad_output = torch.randn(len(rois), SHAPE[1], 7, 7, generator=generator).bfloat16()
+    args = (7, SCALE, 0, aligned)
+    ours, ours_grad = pool_and_grad(sparse_roi_align, feature, rois, grad_output, *args)
+    reference, reference_grad = pool_and_grad(tv_roi_align, feature.float(), rois, grad_output, *args)
+    assert ours.dtype == ours_grad.dtype == torch.bfloat16
+    # computed in fp32, so only the output's rounding to bf16 (8 significant bits) differs
+    torch.testing.assert_close(ours.float(), reference, atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(ours_grad.float(), reference_grad, atol=1e-2, rtol=1e-2)
+
+
+def test_autocast_keeps_fp32_inputs_exact_and_bf16_inputs_bf16():
+    generator = torch.Generator().manual_seed(2)
+    feature, rois = torch.randn(SHAPE, generator=generator), edge_rois(generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fp32 = sparse_roi_align(feature, rois, 7, SCALE, 2, True)
+        bf16 = roi_align(feature.bfloat16(), rois, 7, SCALE, 2, True)
+    assert fp32.dtype == torch.float32 and bf16.dtype == torch.bfloat16  # as torchvision's autocast wrapper does
+    torch.testing.assert_close(fp32, tv_roi_align(feature, rois, 7, SCALE, 2, True), atol=1e-5, rtol=1e-5)
+
+
+def test_roi_align_equals_torchvision_whichever_kernel_it_picks():
+    generator = torch.Generator().manual_seed(3)
+    feature, rois = torch.randn(SHAPE, generator=generator), edge_rois(generator)
+    grad_output = torch.randn(len(rois), SHAPE[1], 7, 7, generator=generator)
+    ours, ours_grad = pool_and_grad(roi_align, feature, rois, grad_output, 7, SCALE, 0, True)
+    reference, reference_grad = pool_and_grad(tv_roi_align, feature, rois, grad_output, 7, SCALE, 0, True)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours_grad, reference_grad, atol=1e-5, rtol=1e-5)
+    few = rois[:2]
+    with torch.inference_mode():
+        torch.testing.assert_close(roi_align(feature, few, 7, SCALE, 2), tv_roi_align(feature, few, 7, SCALE, 2))
+        assert roi_align(feature.bfloat16(), few, 7, SCALE, 2).dtype == torch.bfloat16  # torchvision's is fp32 only
+    as_list = [rois[rois[:, 0] == i, 1:] for i in range(SHAPE[0])]  # torchvision's other box format
+    torch.testing.assert_close(roi_align(feature, as_list, 7, SCALE, 2), tv_roi_align(feature, as_list, 7, SCALE, 2))
+
+
+def test_kernel_choice_at_the_extremes_of_the_cost_model():
+    generator = torch.Generator().manual_seed(5)
+    big_map = torch.randn(1, 256, 128, 128)
+    few_small = torch.tensor([[0.0, 10.0, 10.0, 20.0, 20.0]] * 4)
+    assert not _sparse_is_faster(big_map, few_small, (7, 7), 1 / 8, 2)  # the map's copy outweighs the work
+    assert not _sparse_is_faster(big_map, torch.zeros(0, 5), (7, 7), 1 / 8, 0)
+    toy_level = torch.randn(4, 64, 32, 40, requires_grad=True)
+    xy = torch.rand(512, 2, generator=generator) * 100
+    many = torch.cat([torch.randint(0, 4, (512, 1), generator=generator).float(), xy, xy + 20], dim=1)
+    assert _sparse_is_faster(toy_level, many, (7, 7), 1 / 4, 0)  # a training step's pooling: backward dominates
+    with torch.no_grad():
+        assert _sparse_is_faster(big_map, many, (7, 7), 1 / 4, 2)  # inference, many boxes of 4 samples a bin
+
+
+@pytest.mark.parametrize("fn", [roi_align, sparse_roi_align])
+def test_no_boxes(fn):
+    feature = torch.randn(SHAPE, requires_grad=True)
+    out = fn(feature, torch.zeros(0, 5), 7, SCALE, 0, True)
+    assert out.shape == (0, SHAPE[1], 7, 7)
+    out.sum().backward()
+    assert feature.grad.shape == SHAPE and not feature.grad.any()
+
+
+@pytest.mark.parametrize("pooler_type", ["ROIAlignV2", "ROIAlign"])
+def test_pooler_pools_with_resdet_roi_align(monkeypatch, pooler_type):
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["aligned"])
+        return roi_align(*args, **kwargs)
+    monkeypatch.setattr(poolers, "roi_align", spy)
+    generator = torch.Generator().manual_seed(4)
+    features = [torch.randn(2, 4, 32 // 2**k, 40 // 2**k, generator=generator) for k in range(2)]
+    xy = torch.rand(10, 2, generator=generator) * 100
+    boxes = torch.cat([xy, xy + torch.rand(10, 2, generator=generator) * 60 + 1], dim=1)
+    pooled = ROIPooler(7, [4, 8], 0, pooler_type)(features, boxes, torch.tensor([0] * 6 + [1] * 4))
+    assert pooled.shape == (10, 4, 7, 7)
+    assert calls == [pooler_type == "ROIAlignV2"] * 2  # one call per level
+
+
+def test_export_keeps_torchvisions_op():
+    class Pool(torch.nn.Module):
+        def forward(self, feature, rois):
+            return roi_align(feature, rois, 7, SCALE, 0, True)
+    generator = torch.Generator().manual_seed(6)
+    feature, rois = torch.randn(SHAPE, generator=generator), edge_rois(generator)
+    exported = torch.export.export(Pool(), (feature, rois))
+    called = [node.target for node in exported.graph.nodes if node.op == "call_function"]
+    assert called == [torch.ops.torchvision.roi_align.default]
+    torch.testing.assert_close(exported.module()(feature, rois), tv_roi_align(feature, rois, 7, SCALE, 0, True))
