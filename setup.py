@@ -19,5 +19,9 @@ setup(
         "matplotlib>=3.5",
         "numpy>=1.21",
     ],
-    extras_require={"dev": ["pytest>=7", "hypothesis>=6"]},
+    extras_require={
+        "dev": ["pytest>=7", "hypothesis>=6"],
+        # tools/export_model.py --format onnx (torch.onnx writes with onnxscript) and running the file
+        "export": ["onnx>=1.18", "onnxscript>=0.7", "onnxruntime>=1.20"],
+    },
 )

@@ -18,4 +18,13 @@ def load_weights(model, path):
     return _load_weights(model, path)
 
 
-__all__ = ["get_cfg", "build_model", "load_weights", "__version__"]
+def __getattr__(name: str):
+    """`resdet.Predictor`, imported on first use (it pulls in the data and evaluation packages)."""
+    if name == "Predictor":
+        from .deploy import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'resdet' has no attribute {name!r}")
+
+
+__all__ = ["get_cfg", "build_model", "load_weights", "Predictor", "__version__"]

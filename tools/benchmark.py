@@ -6,6 +6,8 @@ with the same weights, timed interleaved (one run of each in turn) in one proces
     python tools/benchmark.py --config configs/r50_imagenet.yaml --task train --batch 16 --compare torchvision
     python tools/benchmark.py --config configs/toy_frcnn_r18_fpn.yaml --task data --json
     python tools/benchmark.py --config configs/toy_frcnn_r18_fpn.yaml --task eval --iters 20 --amp
+    python tools/benchmark.py --config configs/torchvision/frcnn_r50_fpn.yaml --task infer --compare torchvision \
+        --compare onnxruntime
 
 Tasks; times are medians over --iters runs after --warmup runs:
   infer  eval-mode forward of one synthetic image: a detector's at INPUT.MIN/MAX_SIZE_TEST with width = --aspect
@@ -23,6 +25,10 @@ stages up to FREEZE_AT frozen) with the config's depth, sizes and thresholds; it
 (the stride moved to the 1x1 convs when STRIDE_IN_1X1) and gets the same inputs. --amp runs both under autocast
 (bf16 on the CPU, fp16 with loss scaling on CUDA). Memory: peak RSS on the CPU (resdet's read before
 torchvision's model exists, so the process peak is reported apart), torch.cuda.max_memory_allocated on CUDA.
+
+--compare onnxruntime (infer only, fp32; needs resdet[export]) exports the resdet model to ONNX as
+tools/export_model.py does and runs it in onnxruntime on as many threads ("onnxruntime", and "onnxruntime_ratio" =
+onnxruntime time / resdet's); the detector's graph gets the synthetic image as it is (already at the test size).
 """
 import argparse
 import contextlib
@@ -50,6 +56,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling mo
 from torchvision_reference import torchvision_classifier, torchvision_detector  # noqa: E402
 
 TASKS = ("train", "infer", "data", "eval")
+COMPARISONS = ("torchvision", "onnxruntime")
 DEFAULT_ITERS = {"infer": 10, "train": 5, "data": 20, "eval": None}  # eval: the whole test set
 DEFAULT_WARMUP = {"infer": 2, "train": 1, "data": 2, "eval": 1}
 BOXES_PER_IMAGE = 5
@@ -300,21 +307,29 @@ def benchmark(cfg, args) -> dict:
     for _ in range(warmup):  # resdet alone first, so that the RSS high-water mark is its own
         steps[0].run(first, timed=False)
     resdet_rss = peak_rss_mb()
-    if args.compare:
+    names = ["resdet", *(args.compare or [])]
+    if "torchvision" in names:
         reference = reference_model(cfg, model, tuple(info["input_size"]) if train else None).train(train)
         steps.append(Measured(make_step(cfg, reference, True, device, args.amp), device))
         if "proposals" in result:
             images = [item["image"] / 255 for item in first]
             result["proposals"]["torchvision"] = count_proposals(reference.rpn, lambda: reference(images))
+    if "onnxruntime" in names:
+        from onnxruntime_reference import onnxruntime_session, onnxruntime_step  # the optional [export] packages
+
+        session = onnxruntime_session(cfg, model, torch.get_num_threads())
+        steps.append(Measured(onnxruntime_step(session, is_detector(cfg)), torch.device("cpu")))
+    for measured in steps[1:]:
         for _ in range(warmup):
-            steps[1].run(first, timed=False)
+            measured.run(first, timed=False)
     measure(steps, timed_inputs)
-    result["resdet"] = steps[0].summary()
+    result.update({name: measured.summary() for name, measured in zip(names, steps)})
     if device.type == "cpu":
         result["resdet"]["peak_mem_mb"] = resdet_rss
-    if args.compare:
-        result["torchvision"] = steps[1].summary()
+    if "torchvision" in names:
         result["ratio"] = result["resdet"]["time_s"] / result["torchvision"]["time_s"]
+    if "onnxruntime" in names:
+        result["onnxruntime_ratio"] = result["onnxruntime"]["time_s"] / result["resdet"]["time_s"]
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 
@@ -324,7 +339,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="config file of the model")
     parser.add_argument("--task", required=True, choices=TASKS, help="what to measure (see above)")
-    parser.add_argument("--compare", choices=["torchvision"], help="also measure torchvision's model, interleaved")
+    parser.add_argument("--compare", choices=COMPARISONS, action="append",
+                        help="also measure torchvision's model or (infer only) the ONNX export in onnxruntime, "
+                        "interleaved; give it twice for both")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--iters", type=int, help="timed iterations (default: infer 10, train 5, data 20 batches, "
                         "eval the whole test set)")
@@ -339,6 +356,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.compare and args.task == "data":
         parser.error("--compare torchvision measures models: use it with --task train, infer or eval")
+    if "onnxruntime" in (args.compare or []) and args.task != "infer":
+        parser.error("--compare onnxruntime times the exported inference graph: use it with --task infer")
+    if "onnxruntime" in (args.compare or []) and args.amp:
+        parser.error("--compare onnxruntime: the exported graph is fp32; leave out --amp")
     for name in ("iters", "warmup", "threads", "batch"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1):
@@ -350,7 +371,7 @@ def describe(result: dict) -> str:
     """The result as a few human-readable lines."""
     lines = [f"{result['config']}: {result['task']} on {result['device']}, {result['threads']} threads"
              f"{', amp' if result['amp'] else ''}, batch {result.get('batch_size')}, size {result.get('input_size')}"]
-    for name in ("resdet", "torchvision"):
+    for name in ("resdet", *COMPARISONS):
         if name in result:
             r = result[name]
             memory = f", peak {r['peak_mem_mb']:.0f} MiB" if r.get("peak_mem_mb") else ""
@@ -358,6 +379,8 @@ def describe(result: dict) -> str:
                          f"images/s{memory}")
     if "ratio" in result:
         lines.append(f"  ratio resdet / torchvision: {result['ratio']:.3f}")
+    if "onnxruntime_ratio" in result:
+        lines.append(f"  ratio onnxruntime / resdet: {result['onnxruntime_ratio']:.3f}")
     if "proposals" in result:
         lines.append(f"  proposals per image: {result['proposals']}")
     lines.append(f"  process peak RSS {result['peak_rss_mb']:.0f} MiB")

@@ -4,7 +4,7 @@
     python tools/demo.py --config configs/coco_frcnn_r50_fpn.yaml --input a.jpg photos/ clip.mp4 \
         --output out/ MODEL.WEIGHTS model_final.pth
 
-Images are written as PNG or JPEG (the input's extension), videos as MP4.
+Images are written as PNG or JPEG (the input's extension, or --image-format), videos as MP4.
 """
 import argparse
 import logging
@@ -14,11 +14,9 @@ from typing import Iterator, List, Sequence
 
 import cv2
 import numpy as np
-import torch
 
 import resdet
 from resdet.config import ConfigError, setup_cfg
-from resdet.data import MetadataCatalog
 from resdet.utils.logger import setup_logger
 from resdet.utils.visualizer import draw_detections
 
@@ -35,6 +33,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", required=True, metavar="DIR")
     parser.add_argument("--score-thresh", type=float, default=0.5, help="draw detections scoring at least this")
     parser.add_argument("--max-images", type=int, default=0, help="per folder; 0: all")
+    parser.add_argument("--image-format", choices=("png", "jpg"), help="format of drawn images (default: the input's)")
+    parser.add_argument("--min-side", type=int, default=0, metavar="PX",
+                        help="enlarge smaller images to this shorter side before drawing; 0: never")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides")
     return parser.parse_args(argv)
 
@@ -53,23 +54,6 @@ def expand_inputs(paths: Sequence[str], max_images: int) -> List[str]:
     return files
 
 
-class Predictor:
-    """The model in eval mode on one BGR uint8 image at a time."""
-
-    def __init__(self, cfg):
-        self.model = resdet.build_model(cfg).eval()
-        self.rgb = cfg.INPUT.FORMAT == "RGB"
-        self.device = next(self.model.parameters()).device
-
-    @torch.inference_mode()
-    def __call__(self, image_bgr: np.ndarray) -> dict:
-        pixels = image_bgr[:, :, ::-1] if self.rgb else image_bgr
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float().to(self.device)
-        height, width = image_bgr.shape[:2]
-        output = self.model([{"image": tensor, "height": height, "width": width}])[0]
-        return {k: v.cpu().numpy() for k, v in output.items()}
-
-
 def video_frames(path: str) -> Iterator[np.ndarray]:
     """BGR frames of a video file."""
     capture = cv2.VideoCapture(path)
@@ -83,14 +67,22 @@ def video_frames(path: str) -> Iterator[np.ndarray]:
         capture.release()
 
 
+def draw_enlarged(image: np.ndarray, output: dict, class_names, score_thresh: float, min_side: int) -> np.ndarray:
+    """The detections drawn on the image, first enlarged to a shorter side of `min_side` if smaller, so that
+    names and scores stay legible on small images."""
+    scale = min_side / min(image.shape[:2])
+    if scale > 1:
+        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        output = dict(output, boxes=output["boxes"] * scale)
+    return draw_detections(image, output["boxes"], output["scores"], output["labels"], class_names, score_thresh)
+
+
 def run(args: argparse.Namespace) -> List[str]:
     """Draw detections for every input; returns the written paths."""
-    cfg = setup_cfg(args.config, args.opts)
-    class_names = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("thing_classes") if cfg.DATASETS.TEST else None
-    predictor = Predictor(cfg)
+    predictor = resdet.Predictor(setup_cfg(args.config, args.opts))
     os.makedirs(args.output, exist_ok=True)
-    draw = lambda image, out: draw_detections(image, out["boxes"], out["scores"], out["labels"],  # noqa: E731
-                                              class_names, args.score_thresh)
+    draw = lambda image, out: draw_enlarged(image, out, predictor.class_names, args.score_thresh,  # noqa: E731
+                                            args.min_side)
     written = []
     for path in expand_inputs(args.input, args.max_images):
         stem, ext = os.path.splitext(os.path.basename(path))
@@ -100,7 +92,8 @@ def run(args: argparse.Namespace) -> List[str]:
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is None:
             raise ValueError(f"--input: cannot decode image {path}")
-        target = os.path.join(args.output, stem + (ext if ext.lower() in (".png", ".jpg", ".jpeg") else ".png"))
+        suffix = ext if ext.lower() in (".png", ".jpg", ".jpeg") else ".png"
+        target = os.path.join(args.output, stem + ("." + args.image_format if args.image_format else suffix))
         output = predictor(image)
         cv2.imwrite(target, draw(image, output))
         logger.info("%s: %d detections >= %.2f -> %s", path, int((output["scores"] >= args.score_thresh).sum()),
@@ -109,7 +102,7 @@ def run(args: argparse.Namespace) -> List[str]:
     return written
 
 
-def write_video(path: str, target: str, predictor: Predictor, draw) -> str:
+def write_video(path: str, target: str, predictor: resdet.Predictor, draw) -> str:
     """Every frame of `path` with its detections, as MP4."""
     capture = cv2.VideoCapture(path)
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..engine import comm
+from .meta import META_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +60,11 @@ class Checkpointer:
     """Saves and restores the model and any objects with state_dict()/load_state_dict() (optimizer, scheduler)."""
 
     def __init__(self, model: nn.Module, save_dir: str, *, save_to_disk: Optional[bool] = None,
-                 **checkpointables: Any):
+                 meta: Optional[Dict[str, Any]] = None, **checkpointables: Any):
         self.model = comm.unwrap_model(model)
         self.save_dir = save_dir
         self.save_to_disk = comm.is_main_process() if save_to_disk is None else save_to_disk
+        self.meta = meta  # plain types (resdet/checkpoint/meta.py), saved with every checkpoint
         self.checkpointables = checkpointables
 
     def save(self, name: str, **extra: Any) -> Optional[str]:
@@ -70,6 +72,8 @@ class Checkpointer:
         if not self.save_to_disk:
             return None
         data = {"model": self.model.state_dict(), **extra}
+        if self.meta:
+            data[META_KEY] = self.meta
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         os.makedirs(self.save_dir, exist_ok=True)

@@ -5,12 +5,13 @@ import pickle
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
 from .converters import WeightConverter, detect_converter, get_converter
+from .meta import read_meta
 from .safe_pickle import UnsafePickleError, load_pickle
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class LoadReport:
     missing: List[str] = field(default_factory=list)  # model keys the file did not fill
     unexpected: List[str] = field(default_factory=list)  # file keys no model key took
     mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)  # key, file, model
+    meta: Dict[str, Any] = field(default_factory=dict)  # the file's `meta` entry (resdet/checkpoint/meta.py), or {}
 
     def summary(self) -> str:
         """A few lines naming every group of keys that was not loaded."""
@@ -124,7 +126,9 @@ def load_state_dict_by_suffix(model: nn.Module, source: Mapping[str, torch.Tenso
 
 def load_weights(model: nn.Module, path: str) -> LoadReport:
     """Load any supported weight file into `model` (format detected); log and return the report."""
-    state, converter = convert_weight_file(path)
-    report = load_state_dict_by_suffix(model, state, path, converter.name)
+    raw = read_weight_file(path)
+    converter = detect_converter(raw, path)
+    report = load_state_dict_by_suffix(model, converter.convert(raw), path, converter.name)
+    report.meta = read_meta(raw)
     logger.log(logging.WARNING if report.mismatched else logging.INFO, "%s", report.summary())
     return report

@@ -5,6 +5,7 @@ from typing import Callable, Dict, Iterable, Optional
 from torch import nn
 
 from ..checkpoint.checkpointer import Checkpointer
+from ..checkpoint.meta import model_meta
 from ..config import ConfigError
 from ..solver import build_lr_scheduler, build_optimizer
 from ..utils.events import default_writers
@@ -30,7 +31,8 @@ def run_training(cfg, resume: bool, model: nn.Module, train_loader: Iterable, lo
     """Train to SOLVER.MAX_ITER (from the last checkpoint with `resume`), evaluating per TEST.EVAL_PERIOD and at the end."""
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
-    checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, optimizer=optimizer, scheduler=scheduler)
+    checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, meta=model_meta(cfg), optimizer=optimizer,
+                                scheduler=scheduler)
     start_iter = checkpointer.resume_or_load("", resume=resume).get("iteration", 0)
     model = prepare_model(model, cfg.SOLVER.CHANNELS_LAST)
     trainer = Trainer(model, train_loader, optimizer, loss_fn, amp=cfg.SOLVER.AMP.ENABLED)

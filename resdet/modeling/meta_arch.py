@@ -29,12 +29,10 @@ def build_model(cfg) -> nn.Module:
         raise KeyError(f"MODEL.META_ARCHITECTURE: unknown {name!r}; registered: {known}")
     model = META_ARCH_REGISTRY.get(name).from_config(cfg)
     model.to(resolve_device(cfg.MODEL.DEVICE))
-    if cfg.MODEL.BACKBONE.WEIGHTS:
-        from ..checkpoint import load_weights
+    from ..checkpoint import load_weights
+    from ..checkpoint.meta import warn_on_input_mismatch
 
-        load_weights(model, cfg.MODEL.BACKBONE.WEIGHTS)
-    if cfg.MODEL.WEIGHTS:
-        from ..checkpoint import load_weights
-
-        load_weights(model, cfg.MODEL.WEIGHTS)
+    for path in (cfg.MODEL.BACKBONE.WEIGHTS, cfg.MODEL.WEIGHTS):
+        if path:
+            warn_on_input_mismatch(cfg, load_weights(model, path).meta, path)
     return model

@@ -87,9 +87,20 @@ def test_torchvision_classifier_computes_the_resdet_function():
         torch.testing.assert_close(reference(images), ours(images), rtol=1e-4, atol=1e-4)
 
 
+def test_infer_in_onnxruntime_beside_eager(capsys):
+    result = run_json(capsys, "--config", TOY_CLS, "--task", "infer", "--compare", "onnxruntime", "--iters", "1",
+                      "--warmup", "0", "MODEL.DEVICE", "cpu")
+    assert set(result["onnxruntime"]) == MODEL_KEYS and result["onnxruntime"]["images_per_s"] > 0
+    assert result["onnxruntime_ratio"] == pytest.approx(result["onnxruntime"]["time_s"] / result["resdet"]["time_s"])
+    assert "torchvision" not in result and "ratio" not in result
+
+
 def test_unsupported_comparisons_are_refused(capsys):
     with pytest.raises(SystemExit):
         tool["parse_args"](["--config", TOY_DET, "--task", "data", "--compare", "torchvision"])
+    for task in ("train", "eval"):
+        with pytest.raises(SystemExit):
+            tool["parse_args"](["--config", TOY_DET, "--task", task, "--compare", "onnxruntime"])
     cifar = os.path.join(REPO, "configs", "cifar", "resnet20.yaml")
     with pytest.raises(ValueError, match="MODEL.BACKBONE.NAME"):
         tool["main"](["--config", cifar, "--task", "infer", "--compare", "torchvision", "--iters", "1",

@@ -69,20 +69,25 @@ class AnchorGenerator(nn.Module):
     def grid_anchors(self, level: int, grid_size: Tuple[int, int], stride: Tuple[int, int]) -> torch.Tensor:
         """(H*W*A, 4) anchors of one level: the cell anchors shifted to every grid position."""
         cell = getattr(self, f"cell_anchors_{level}")  # (A, 4)
+        if torch.compiler.is_exporting():  # an exported graph's grid sizes are symbols, which cannot key the cache
+            return self._shifted(cell, grid_size, stride)
         key = (level, tuple(grid_size), tuple(stride), cell.device, cell.dtype)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
+        anchors = self._shifted(cell, grid_size, stride)
+        self._cache[key] = anchors
+        if len(self._cache) > _CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return anchors
+
+    def _shifted(self, cell: torch.Tensor, grid_size: Tuple[int, int], stride: Tuple[int, int]) -> torch.Tensor:
         height, width = grid_size
         shifts_x = (torch.arange(width, dtype=cell.dtype, device=cell.device) + self.offset) * stride[1]
         shifts_y = (torch.arange(height, dtype=cell.dtype, device=cell.device) + self.offset) * stride[0]
         shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")
         shifts = torch.stack([shift_x, shift_y, shift_x, shift_y], dim=-1).reshape(-1, 1, 4)  # (H*W, 1, 4)
-        anchors = (shifts + cell[None]).reshape(-1, 4)
-        self._cache[key] = anchors
-        if len(self._cache) > _CACHE_ENTRIES:
-            self._cache.popitem(last=False)
-        return anchors
+        return (shifts + cell[None]).reshape(-1, 4)
 
     def forward(self, features: List[torch.Tensor], image_shape: Tuple[int, int]) -> List[torch.Tensor]:
         """Anchors per level, (H_l*W_l*A_l, 4) each, for feature maps of a batch padded to image_shape."""

@@ -2,6 +2,7 @@
 from typing import List, NamedTuple, Tuple
 
 import torch
+import torchvision
 
 
 class Proposals(NamedTuple):
@@ -43,11 +44,11 @@ def nonempty_boxes_at_least(boxes: torch.Tensor, min_size: float) -> torch.Tenso
 
 def first_k_per_group(group: torch.Tensor, k, num_groups: int) -> torch.Tensor:
     """(N,) bool keeping the first k (int, or (num_groups,) tensor) elements of each group, in the given order."""
-    order = torch.argsort(group, stable=True)
+    order = stable_argsort(group)
     sorted_group = group[order]
     counts = torch.bincount(group, minlength=num_groups)
     starts = counts.cumsum(0) - counts
-    rank = torch.arange(len(group), device=group.device) - starts[sorted_group]
+    rank = torch.arange(group.shape[0], device=group.device) - starts[sorted_group]  # shape, not len(): symbolic
     limit = torch.as_tensor(k, device=group.device).expand(num_groups)
     keep = torch.zeros_like(group, dtype=torch.bool)
     keep[order] = rank < limit[sorted_group]
@@ -56,4 +57,22 @@ def first_k_per_group(group: torch.Tensor, k, num_groups: int) -> torch.Tensor:
 
 def sort_by_image(image_index: torch.Tensor) -> torch.Tensor:
     """Indices grouping rows by image while keeping their order inside each image."""
-    return torch.argsort(image_index, stable=True)
+    return stable_argsort(image_index)
+
+
+def stable_argsort(keys: torch.Tensor) -> torch.Tensor:
+    """torch.argsort(keys, stable=True) of (N,) non-negative integers, as an argsort of the unique keys
+    key * N + position, because ONNX has no stable sort."""
+    positions = torch.arange(keys.shape[0], device=keys.device)
+    return torch.argsort(keys * keys.shape[0] + positions)
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """torchvision.ops.batched_nms; in an exported graph, the coordinate-offset strategy it uses for few boxes."""
+    if not torch.compiler.is_exporting():
+        return torchvision.ops.batched_nms(boxes, scores, groups, iou_threshold)
+    # torchvision picks its strategy by the number of boxes, which a graph does not know: offsetting each group
+    # beyond the others' coordinates lets one NMS keep the groups apart; the appended 0 gives an empty input a max
+    max_coordinate = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
+    offsets = groups.to(boxes) * (max_coordinate + 1)
+    return torchvision.ops.nms(boxes + offsets[:, None], scores, iou_threshold)

@@ -18,6 +18,14 @@ from .roi_heads import ROIHeads, build_roi_heads
 from .rpn import RPN
 
 
+def resize_for_test(image: torch.Tensor, min_size: int, max_size: int) -> torch.Tensor:
+    """(C, H, W) resized (bilinear) by min(min_size / short side, max_size / long side), as eval mode does."""
+    height, width = image.shape[-2:]
+    scale = min(min_size / min(height, width), max_size / max(height, width))
+    return F.interpolate(image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True,
+                         align_corners=False)[0]
+
+
 @META_ARCH_REGISTRY.register()
 class FasterRCNN(nn.Module):
     """`backbone` -> `proposal_generator` (RPN) -> `roi_heads`; losses in training, detections in eval."""
@@ -64,10 +72,7 @@ class FasterRCNN(nn.Module):
         return self._pad(images), sizes
 
     def _resize(self, image: torch.Tensor) -> torch.Tensor:
-        height, width = image.shape[-2:]
-        scale = min(self.min_size_test / min(height, width), self.max_size_test / max(height, width))
-        return F.interpolate(image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True,
-                             align_corners=False)[0]
+        return resize_for_test(image, self.min_size_test, self.max_size_test)
 
     def _pad(self, images: List[torch.Tensor]) -> torch.Tensor:
         divisor = max(self.backbone.size_divisibility, 1)

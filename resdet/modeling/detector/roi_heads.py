@@ -10,13 +10,14 @@ import torch
 import torch.nn.functional as F
 from fvcore.common.registry import Registry
 from torch import nn
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import box_iou
 
 from ..backbone import ShapeSpec
 from ..backbone.resnet import init_weights, make_stage, resnet_stage_specs
 from .box_coder import BoxCoder
 from .box_head import FastRCNNPredictor, FCBoxHead, fast_rcnn_losses
-from .boxes import Proposals, boxes_at_least, clip_boxes, first_k_per_group, flatten_per_image, sort_by_image
+from .boxes import (Proposals, batched_nms, boxes_at_least, clip_boxes, first_k_per_group, flatten_per_image,
+                    sort_by_image)
 from .matcher import Matcher
 from .poolers import ROIPooler
 from .sampler import BalancedSampler
@@ -78,6 +79,13 @@ class ROIHeads(nn.Module):
         logits, deltas = self._predict(level_features, proposals.boxes, proposals.image_index)
         return self.inference(logits, deltas, proposals.boxes, proposals.image_index, image_sizes), {}
 
+    def detect(self, features: Dict[str, torch.Tensor], proposals: Proposals,
+               image_sizes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Eval: the batch's detections as flat tensors (`batch_detections`), for an exported graph."""
+        level_features = [features[f] for f in self.in_features]
+        logits, deltas = self._predict(level_features, proposals.boxes, proposals.image_index)
+        return self.batch_detections(logits, deltas, proposals.boxes, proposals.image_index, image_sizes)
+
     def _predict(self, features: List[torch.Tensor], boxes: torch.Tensor,
                  image_index: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(R, C+1) logits and (R, 4C or 4) deltas in fp32, whatever the head ran in (autocast)."""
@@ -121,7 +129,18 @@ class ROIHeads(nn.Module):
     def inference(self, logits: torch.Tensor, deltas: torch.Tensor, boxes: torch.Tensor, image_index: torch.Tensor,
                   image_sizes: torch.Tensor) -> List[Dict[str, torch.Tensor]]:
         """Detections per image (module docstring); logits (R, C+1), deltas (R, 4C or 4), boxes (R, 4)."""
-        num_rois, num_classes, num_images = len(boxes), self.num_classes, len(image_sizes)
+        pred, scores, labels, images = self.batch_detections(logits, deltas, boxes, image_index, image_sizes)
+        counts = torch.bincount(images, minlength=len(image_sizes)).tolist()
+        return [{"boxes": b, "scores": s, "labels": c}
+                for b, s, c in zip(pred.split(counts), scores.split(counts), labels.split(counts))]
+
+    @torch.no_grad()
+    def batch_detections(self, logits: torch.Tensor, deltas: torch.Tensor, boxes: torch.Tensor,
+                         image_index: torch.Tensor, image_sizes: torch.Tensor
+                         ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The detections of the whole batch as boxes (N, 4), scores (N,), labels (N,) and image (N,), grouped by
+        image: tensors only, which an exported graph can return (`inference` splits them per image)."""
+        num_rois, num_classes, num_images = boxes.shape[0], self.num_classes, len(image_sizes)  # shape: symbolic
         scores = F.softmax(logits, dim=-1)[:, :num_classes]  # (R, C): background column dropped
         per_class = deltas.view(num_rois, deltas.shape[1] // 4, 4)  # (R, C or 1, 4)
         pred = self.box_coder.decode(per_class, boxes[:, None, :]).expand(num_rois, num_classes, 4)
@@ -133,9 +152,7 @@ class ROIHeads(nn.Module):
         keep = keep[batched_nms(pred[keep], scores[keep], images[keep] * num_classes + labels[keep], self.nms_thresh)]
         keep = keep[first_k_per_group(images[keep], self.detections_per_image, num_images)]
         keep = keep[sort_by_image(images[keep])]
-        counts = torch.bincount(images[keep], minlength=num_images).tolist()
-        return [{"boxes": b, "scores": s, "labels": c}
-                for b, s, c in zip(pred[keep].split(counts), scores[keep].split(counts), labels[keep].split(counts))]
+        return pred[keep], scores[keep], labels[keep], images[keep]
 
 
 def _pooler(cfg, input_shape: Dict[str, ShapeSpec]) -> ROIPooler:

@@ -18,12 +18,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import box_iou
 
 from ..backbone import ShapeSpec
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder, box_regression_loss
-from .boxes import (Proposals, clip_boxes, first_k_per_group, flatten_per_image, nonempty_boxes_at_least,
+from .boxes import (Proposals, batched_nms, clip_boxes, first_k_per_group, flatten_per_image, nonempty_boxes_at_least,
                     sort_by_image)
 from .matcher import Matcher
 from .sampler import BalancedSampler
@@ -151,7 +151,7 @@ class RPN(nn.Module):
         ranking = selected_logits if self.rank_by == "logit" else scores
         per_level = torch.tensor([t.shape[1] for t in top_logits], device=device)
         levels = torch.repeat_interleave(torch.arange(len(anchors), device=device), per_level).repeat(num_images)
-        image_index = batch.expand(-1, len(scores) // num_images).reshape(-1)
+        image_index = batch.expand(-1, scores.shape[0] // num_images).reshape(-1)  # shape, not len(): symbolic
         boxes = clip_boxes(boxes, image_sizes[image_index])
         keep = torch.nonzero(nonempty_boxes_at_least(boxes, self.min_size) & (scores >= self.score_thresh)).squeeze(1)
         groups = image_index[keep] * len(anchors) + levels[keep]
