@@ -7,28 +7,41 @@
 """
 import logging
 import os
-from typing import Dict
+from typing import Dict, Tuple
 
 import resdet
 from resdet.config import ConfigError
 from resdet.data import DatasetNotFoundError, build_classification_test_loader, build_classification_train_loader
-from resdet.engine import ClassificationLoss, default_argument_parser, default_setup, launch_tool, setup_config
+from resdet.engine import ClassificationLoss, comm, default_argument_parser, default_setup, launch_tool, setup_config
 from resdet.engine.train_loop import load_for_evaluation, run_training
 from resdet.evaluation import ClassificationEvaluator, classification_inference
+from resdet.evaluation.evaluator import write_json
 
 logger = logging.getLogger("resdet.train_cls")
 
 
-def evaluate(cfg, model, test_loaders: Dict[str, object]) -> Dict[str, float]:
-    """Accuracy on each DATASETS.TEST dataset; the last one's results are returned (and in eval/results.json)."""
-    results = {}
-    for index, (name, loader) in enumerate(test_loaders.items()):
-        # The last dataset writes OUTPUT_DIR/eval/results.json; earlier ones write eval/<name>/.
-        last = index == len(test_loaders) - 1
-        output_dir = os.path.join(cfg.OUTPUT_DIR, "eval", "" if last else name)
-        evaluator = ClassificationEvaluator(output_dir)
-        results = classification_inference(model, loader, evaluator, cfg.TEST.CLS_MODE)
-        logger.info("%s (%s): top-1 %.2f%%, top-5 %.2f%%", name, cfg.TEST.CLS_MODE, results["top1"], results["top5"])
+def build_test_loaders(cfg) -> Dict[Tuple[str, str], object]:
+    """A loader per (DATASETS.TEST name, colour test): "" first (the images as they are), then each of
+    TEST.CLS_COLOUR_TESTS."""
+    return {(name, test): build_classification_test_loader(cfg, name, test)
+            for name in cfg.DATASETS.TEST for test in ("", *cfg.TEST.CLS_COLOUR_TESTS)}
+
+
+def evaluate(cfg, model, test_loaders: Dict[Tuple[str, str], object]) -> Dict[str, float]:
+    """Accuracy on each DATASETS.TEST dataset, as is and with each colour test (keys top1_<test>, ...); the last
+    dataset's results are returned and written to OUTPUT_DIR/eval/results.json (earlier ones to eval/<name>/)."""
+    results: Dict[str, float] = {}
+    names = list(dict.fromkeys(name for name, _ in test_loaders))
+    for (name, test), loader in test_loaders.items():
+        if not test:
+            results = {}
+        scores = classification_inference(model, loader, ClassificationEvaluator(), cfg.TEST.CLS_MODE)
+        results.update({f"{key}_{test}" if test else key: value for key, value in scores.items()})
+        logger.info("%s (%s%s): top-1 %.2f%%, top-5 %.2f%%", name, cfg.TEST.CLS_MODE, f", {test}" if test else "",
+                    scores["top1"], scores["top5"])
+        if comm.is_main_process():
+            output_dir = os.path.join(cfg.OUTPUT_DIR, "eval", "" if name == names[-1] else name)
+            write_json(os.path.join(output_dir, "results.json"), results)
     return results
 
 
@@ -36,7 +49,7 @@ def main(args) -> Dict[str, float]:
     """One process of the job: set up, build the data first (a missing dataset fails fast), train, evaluate."""
     cfg = setup_config(args)
     default_setup(cfg, args)
-    test_loaders = {name: build_classification_test_loader(cfg, name) for name in cfg.DATASETS.TEST}
+    test_loaders = build_test_loaders(cfg)
     train_loader = None if args.eval_only else build_classification_train_loader(cfg)
 
     model = resdet.build_model(cfg)  # loads MODEL.WEIGHTS when set

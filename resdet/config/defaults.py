@@ -120,6 +120,9 @@ _C.INPUT.SCALE_RANGE = (256, 480)  # training shorter side, uniform in this rang
 _C.INPUT.TEST_RESIZE = 256  # shorter side before the centre / ten crops at test time
 _C.INPUT.LIGHTING_STD = 0.1  # AlexNet PCA lighting noise; 0 disables
 _C.INPUT.CIFAR_PAD = 4
+# rotate each training image's hue by a random angle in [-HUE_JITTER, HUE_JITTER] degrees (180: any hue), so
+# that a classifier cannot lean on colour, nor on the brightness contrast a particular colour pair happens to have
+_C.INPUT.HUE_JITTER = 0.0
 _C.INPUT.CROP = CN()
 _C.INPUT.CROP.ENABLED = True
 _C.INPUT.CROP.SIZE = 224  # square crop for classification (32 for CIFAR)
@@ -137,9 +140,14 @@ _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
 # ---------------------------------------------------------------- solver
 _C.SOLVER = CN()
 _C.SOLVER.IMS_PER_BATCH = 256  # total over all processes
+_C.SOLVER.OPTIMIZER = "SGD"  # "SGD" (momentum, the paper's) or "AdamW" (decoupled weight decay)
 _C.SOLVER.BASE_LR = 0.1
-_C.SOLVER.MOMENTUM = 0.9
-_C.SOLVER.NESTEROV = False
+_C.SOLVER.MOMENTUM = 0.9  # SGD
+_C.SOLVER.NESTEROV = False  # SGD
+_C.SOLVER.BETAS = (0.9, 0.999)  # AdamW
+# lr multiplier of the ResNet trunk (stem, res2..res5; C4's per-region res5 too): below 1 lets a pretrained
+# backbone move less than the new heads
+_C.SOLVER.BACKBONE_LR_FACTOR = 1.0
 _C.SOLVER.WEIGHT_DECAY = 1e-4
 _C.SOLVER.WEIGHT_DECAY_NORM = 1e-4  # weight decay of normalisation layers' scale and shift
 _C.SOLVER.MAX_ITER = 600000
@@ -160,6 +168,9 @@ _C.TEST = CN()
 _C.TEST.EVAL_PERIOD = 0  # 0: evaluate only at the end
 _C.TEST.CLS_MODE = "center"  # "center" (resize, centre crop), "ten_crop", "fully_conv"
 _C.TEST.SCALES = (224, 256, 384, 480, 640)  # shorter sides averaged by fully_conv testing
+# classification accuracy also measured on changed copies of the test images, reported as top1_<name>: "grayscale"
+# (colour removed) and "hue<degrees>" (every hue rotated, e.g. "hue90"): does the model see shape or colour?
+_C.TEST.CLS_COLOUR_TESTS = ()
 _C.TEST.AUG = CN()
 _C.TEST.AUG.ENABLED = False  # detection test-time augmentation: several sizes and flip
 _C.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800)

@@ -115,8 +115,9 @@ def build_classification_train_loader(cfg) -> InfiniteLoader:
     return InfiniteLoader(_dataloader(cfg, dataset, collate_classification, batch_sampler=batch_sampler))
 
 
-def build_classification_test_loader(cfg, dataset_name: str) -> DataLoader:
-    """This rank's shard of `dataset_name` as (images, labels) batches (see ClassificationTestMapper).
+def build_classification_test_loader(cfg, dataset_name: str, colour_test: str = "") -> DataLoader:
+    """This rank's shard of `dataset_name` as (images, labels) batches (see ClassificationTestMapper), with
+    the images changed by `colour_test` (a TEST.CLS_COLOUR_TESTS entry) if given.
 
     TEST.CLS_MODE "center" gives (N,3,S,S) and "ten_crop" (N,10,3,S,S), N = IMS_PER_BATCH / world;
     "fully_conv" gives one image per batch as a list of (1,3,h,w), one per TEST.SCALES.
@@ -124,7 +125,7 @@ def build_classification_test_loader(cfg, dataset_name: str) -> DataLoader:
     records = load_datasets(dataset_name, "dataset_name")
     sampler = InferenceSampler(len(records), comm.get_rank(), comm.get_world_size())
     batch_size = 1 if cfg.TEST.CLS_MODE == "fully_conv" else images_per_process(cfg)
-    dataset = MapDataset(records, ClassificationTestMapper(cfg))
+    dataset = MapDataset(records, ClassificationTestMapper(cfg, colour_test))
     return _dataloader(cfg, dataset, collate_classification, sampler=sampler, batch_size=batch_size)
 
 

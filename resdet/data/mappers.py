@@ -36,10 +36,15 @@ class ClassificationTrainMapper:
         self.scale_range = tuple(cfg.INPUT.SCALE_RANGE)
         self.lighting_std = cfg.INPUT.LIGHTING_STD
         self.pad = cfg.INPUT.CIFAR_PAD
+        self.hue_jitter = cfg.INPUT.HUE_JITTER
+        if not 0 <= self.hue_jitter <= 180:
+            raise ValueError(f"INPUT.HUE_JITTER: degrees in [0, 180], got {self.hue_jitter}")
 
     def __call__(self, record: dict, rng: np.random.Generator):
         """-> (image (3,S,S) float32 0-255, label int)."""
         image = load_classification_image(record, self.image_format)
+        if self.hue_jitter > 0:
+            image = T.shift_hue(image, rng.uniform(-self.hue_jitter, self.hue_jitter), self.image_format)
         if self.augmentation == "imagenet":
             image = T.imagenet_train_augment(image, self.scale_range, self.crop_size, self.lighting_std, rng,
                                              self.image_format)
@@ -58,8 +63,10 @@ class ClassificationTestMapper:
     to CROP.SIZE x CROP.SIZE as in training.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, colour_test: str = ""):
         self.mode = _check_choice("TEST.CLS_MODE", cfg.TEST.CLS_MODE, CLS_TEST_MODES)
+        # one of TEST.CLS_COLOUR_TESTS applied to every image before the test mode's crops ("": none)
+        self.colour_change = T.colour_test_transform(colour_test) if colour_test else None
         self.augmentation = _check_choice("INPUT.CLS_AUGMENTATION", cfg.INPUT.CLS_AUGMENTATION, CLS_AUGMENTATIONS)
         self.image_format = cfg.INPUT.FORMAT
         self.crop_size = cfg.INPUT.CROP.SIZE
@@ -69,6 +76,8 @@ class ClassificationTestMapper:
     def __call__(self, record: dict, rng: np.random.Generator = None):
         """-> (images as described above, label int); deterministic."""
         image = load_classification_image(record, self.image_format)
+        if self.colour_change is not None:
+            image = self.colour_change(image, self.image_format)
         if self.mode == "fully_conv":
             return [to_chw_tensor(im) for im in T.multi_scale(image, self.scales)], record["label"]
         if self.mode == "ten_crop":

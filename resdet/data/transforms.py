@@ -1,5 +1,5 @@
 """Image and box transforms (OpenCV, numpy): HWC images in, random parameters from a numpy Generator."""
-from typing import List, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -80,6 +80,36 @@ def hflip(image: np.ndarray) -> np.ndarray:
 def random_hflip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Mirror with probability 1/2."""
     return hflip(image) if rng.random() < 0.5 else image
+
+
+def shift_hue(image: np.ndarray, degrees: float, image_format: str) -> np.ndarray:
+    """Rotate the hue of an (H,W,3) uint8 image by `degrees` (colour wheel, 360 a full turn); grays stay gray."""
+    to_hsv, from_hsv = ((cv2.COLOR_BGR2HSV, cv2.COLOR_HSV2BGR) if image_format == "BGR"
+                        else (cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB))
+    hsv = cv2.cvtColor(image, to_hsv)
+    # OpenCV's 8-bit hue is degrees / 2, in 0..179
+    hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + int(round(degrees / 2))) % 180).astype(np.uint8)
+    return cv2.cvtColor(hsv, from_hsv)
+
+
+def to_grayscale(image: np.ndarray, image_format: str) -> np.ndarray:
+    """The image's luma (ITU-R BT.601, OpenCV's) in all three channels: colour removed, brightness kept."""
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image_format == "BGR" else cv2.COLOR_RGB2GRAY)
+    return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+
+
+def colour_test_transform(name: str) -> Callable[[np.ndarray, str], np.ndarray]:
+    """The image change a TEST.CLS_COLOUR_TESTS entry names: "grayscale", or "hue<degrees>" (e.g. "hue90")."""
+    if name == "grayscale":
+        return to_grayscale
+    if name.startswith("hue"):
+        try:
+            degrees = float(name[3:])
+        except ValueError:
+            degrees = None
+        if degrees is not None:
+            return lambda image, image_format: shift_hue(image, degrees, image_format)
+    raise ValueError(f"TEST.CLS_COLOUR_TESTS: unknown test {name!r}; use 'grayscale' or 'hue<degrees>' such as 'hue90'")
 
 
 def pad_zeros(image: np.ndarray, pad: int) -> np.ndarray:

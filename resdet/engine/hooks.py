@@ -38,7 +38,9 @@ class LRScheduler(HookBase):
         self.scheduler = scheduler
 
     def after_step(self) -> None:
-        lr = self.trainer.optimizer.param_groups[0]["lr"]
+        # the lr of the parameters at SOLVER.BASE_LR's scale, not of a group with its own multiplier
+        groups = self.trainer.optimizer.param_groups
+        lr = next((g["lr"] for g in groups if g.get("lr_factor", 1.0) == 1.0), groups[0]["lr"])
         self.trainer.storage.put_scalar("lr", lr, smoothing=False)
         self.scheduler.step()
 

@@ -1,6 +1,7 @@
 """build_optimizer and build_lr_scheduler from cfg.SOLVER."""
 import logging
-from typing import List
+import re
+from typing import Dict, List
 
 import torch
 from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler, ParamScheduler
@@ -14,27 +15,50 @@ LR_SCHEDULERS = ("WarmupMultiStepLR", "WarmupCosineLR")
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
 
 
-def param_groups(model: nn.Module, weight_decay: float, weight_decay_norm: float) -> List[dict]:
-    """Trainable parameters in two groups: normalisation layers (weight_decay_norm) and the rest."""
-    norm_params, other_params, seen = [], [], set()
-    for module in model.modules():
-        for param in module.parameters(recurse=False):
+OPTIMIZERS = ("SGD", "AdamW")
+# The ResNet trunk's parameters, wherever a model keeps them: a classifier's backbone, an FPN detector's
+# backbone.bottom_up, a C4 detector's backbone and per-region roi_heads.res5 (DEVELOPERS.md names).
+_TRUNK_PARAMETER = re.compile(r"(^|\.)(stem|res[2-5])\.")
+
+
+def is_trunk_parameter(name: str) -> bool:
+    """True for a parameter of the ResNet trunk (stem, res2..res5), the part a backbone checkpoint fills."""
+    return _TRUNK_PARAMETER.search(name) is not None
+
+
+def param_groups(model: nn.Module, weight_decay: float, weight_decay_norm: float,
+                 trunk_lr_factor: float = 1.0) -> List[dict]:
+    """Trainable parameters grouped by weight decay (normalisation layers: weight_decay_norm) and by lr
+    multiplier (`lr_factor`: trunk_lr_factor for the ResNet trunk, 1 elsewhere)."""
+    groups: Dict[tuple, List[nn.Parameter]] = {}
+    seen = set()
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(prefix=module_name, recurse=False):
             if not param.requires_grad or id(param) in seen:
                 continue
             seen.add(id(param))
-            (norm_params if isinstance(module, _NORM_TYPES) else other_params).append(param)
-    groups = [{"params": other_params, "weight_decay": weight_decay},
-              {"params": norm_params, "weight_decay": weight_decay_norm}]
-    return [group for group in groups if group["params"]]
+            decay = weight_decay_norm if isinstance(module, _NORM_TYPES) else weight_decay
+            lr_factor = trunk_lr_factor if is_trunk_parameter(param_name) else 1.0
+            groups.setdefault((decay, lr_factor), []).append(param)
+    return [{"params": params, "weight_decay": decay, "lr_factor": lr_factor}
+            for (decay, lr_factor), params in groups.items()]
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD with momentum (optionally Nesterov); frozen parameters are left out."""
-    groups = param_groups(model, cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.WEIGHT_DECAY_NORM)
+    """SGD with momentum (optionally Nesterov) or AdamW (SOLVER.OPTIMIZER); frozen parameters are left out."""
+    solver = cfg.SOLVER
+    if solver.BACKBONE_LR_FACTOR < 0:
+        raise ValueError(f"SOLVER.BACKBONE_LR_FACTOR: must be >= 0, got {solver.BACKBONE_LR_FACTOR}")
+    groups = param_groups(model, solver.WEIGHT_DECAY, solver.WEIGHT_DECAY_NORM, solver.BACKBONE_LR_FACTOR)
     if not groups:
         raise ValueError("build_optimizer: the model has no trainable parameters")
-    return torch.optim.SGD(groups, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
-                           nesterov=cfg.SOLVER.NESTEROV)
+    for group in groups:
+        group["lr"] = solver.BASE_LR * group["lr_factor"]
+    if solver.OPTIMIZER == "SGD":
+        return torch.optim.SGD(groups, lr=solver.BASE_LR, momentum=solver.MOMENTUM, nesterov=solver.NESTEROV)
+    if solver.OPTIMIZER == "AdamW":
+        return torch.optim.AdamW(groups, lr=solver.BASE_LR, betas=tuple(solver.BETAS))
+    raise ValueError(f"SOLVER.OPTIMIZER: unknown {solver.OPTIMIZER!r}; choose one of {OPTIMIZERS}")
 
 
 def _steps_within(steps, max_iter: int) -> List[int]:

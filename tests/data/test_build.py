@@ -1,5 +1,7 @@
 """Loaders on the toy data: shapes and types of the DEVELOPERS.md interfaces, sharding, grouping, filtering."""
 import numpy as np
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -39,7 +41,7 @@ def test_classification_train_loader(cfg):
     loader = build_classification_train_loader(cfg)
     images, labels = next(loader)
     assert images.shape == (4, 3, 56, 56) and images.dtype == torch.float32 and labels.dtype == torch.int64
-    assert 0 <= labels.min() and labels.max() < 4 and images.max() > 100
+    assert 0 <= labels.min() and labels.max() < 10 and images.max() > 100
     again_images, _ = next(iter(build_classification_train_loader(cfg)))
     torch.testing.assert_close(images, again_images)  # same SEED, same batch
 
@@ -49,7 +51,7 @@ def test_classification_train_loader_with_workers(cfg):
     cfg.DATALOADER.NUM_WORKERS = 2
     cfg.INPUT.CLS_AUGMENTATION = "none"
     loader = build_classification_train_loader(cfg)
-    assert len(loader.dataset) == 4 * (400 + 40)
+    assert len(loader.dataset) == 10 * (1000 + 100)
     batches = [next(loader) for _ in range(3)]
     assert all(b[0].shape == (4, 3, 56, 56) for b in batches)
 
@@ -59,6 +61,16 @@ def test_classification_test_loader_modes(cfg, mode, shape):
     cfg.TEST.CLS_MODE = mode
     images, labels = next(iter(build_classification_test_loader(cfg, "toy_cls_val")))
     assert images.shape == shape and labels.shape == (4,)
+
+
+def test_classification_colour_test_loader(cfg):
+    """A TEST.CLS_COLOUR_TESTS loader holds the same images, changed by OpenCV's own conversions."""
+    plain, labels = next(iter(build_classification_test_loader(cfg, "toy_cls_val")))
+    gray, gray_labels = next(iter(build_classification_test_loader(cfg, "toy_cls_val", "grayscale")))
+    assert torch.equal(labels, gray_labels)
+    bgr = plain.permute(0, 2, 3, 1).numpy().astype(np.uint8)
+    expected = np.stack([cv2.cvtColor(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR) for im in bgr])
+    np.testing.assert_array_equal(gray.permute(0, 2, 3, 1).numpy(), expected)
 
 
 def test_classification_fully_conv(cfg):

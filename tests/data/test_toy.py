@@ -21,19 +21,27 @@ def _tree_bytes(root):
     return out
 
 
+SMALL = dict(cls_per_class={"train": 2, "val": 1}, det_images={"train": 3, "val": 2})
+
+
 def test_same_seed_same_bytes_other_seed_differs(toy_root, tmp_path):
-    first = _tree_bytes(toy_root / "toy")
-    assert _tree_bytes(make_toy_data(str(tmp_path / "again"), seed=0)) == first
-    other = _tree_bytes(make_toy_data(str(tmp_path / "other"), seed=1))
+    first = _tree_bytes(make_toy_data(str(tmp_path / "first"), seed=0, **SMALL))
+    assert _tree_bytes(make_toy_data(str(tmp_path / "again"), seed=0, **SMALL)) == first
+    other = _tree_bytes(make_toy_data(str(tmp_path / "other"), seed=1, **SMALL))
     assert other.keys() == first.keys()
     assert other["coco/annotations/instances_train.json"] != first["coco/annotations/instances_train.json"]
+    # an image's bytes depend on the seed and its index, not on how many are written: the full set agrees
+    full = toy_root / "toy"
+    for name in [k for k in first if k.startswith("cls/") or k.startswith("coco/train/")]:
+        assert (full / name).read_bytes() == first[name], name
 
 
 def test_layout_and_sizes(toy_root):
     toy = toy_root / "toy"
-    for split, per_class in (("train", 400), ("val", 40)):
+    for split, per_class in (("train", 1000), ("val", 100)):
         classes = sorted(os.listdir(toy / "cls" / split))
-        assert len(classes) in (4, 5)
+        # the pretraining classes hold the detection classes among others, as ImageNet holds COCO's
+        assert len(classes) == 10 and {"circle", "cross", "square", "triangle"} <= set(classes)
         for cls in classes:
             files = sorted(os.listdir(toy / "cls" / split / cls))
             assert len(files) == per_class
@@ -48,9 +56,9 @@ def _coco(path):
 def test_coco_json_with_pycocotools(toy_root):
     toy = toy_root / "toy" / "coco"
     train, val = _coco(toy / "annotations/instances_train.json"), _coco(toy / "annotations/instances_val.json")
-    assert len(train.getImgIds()) >= 100 and len(val.getImgIds()) >= 30
+    assert len(train.getImgIds()) == 1000 and len(val.getImgIds()) == 200
     assert not any(a["iscrowd"] for a in train.dataset["annotations"])
-    assert 1 <= sum(a["iscrowd"] for a in val.dataset["annotations"]) <= 10
+    assert sum(a["iscrowd"] for a in val.dataset["annotations"]) == 200 // 8  # every 8th scene
     for api, split in ((train, "train"), (val, "val")):
         for image_id in api.getImgIds():
             info = api.imgs[image_id]
@@ -91,10 +99,12 @@ def test_voc_tree_parses_and_matches_coco(toy_root):
 
 
 def test_catalog_names_load(toy_env):
-    assert len(DatasetCatalog.get("toy_cls_train")) == 4 * 400
-    assert len(DatasetCatalog.get("toy_cls_val")) == 4 * 40
+    assert len(DatasetCatalog.get("toy_cls_train")) == 10 * 1000
+    assert len(DatasetCatalog.get("toy_cls_val")) == 10 * 100
     assert len(DatasetCatalog.get("toy_coco_train")) == len(DatasetCatalog.get("toy_voc_trainval"))
     assert len(DatasetCatalog.get("toy_coco_val")) == len(DatasetCatalog.get("toy_voc_test"))
-    names = ["toy_cls_train", "toy_coco_val", "toy_voc_test"]
-    assert len({tuple(MetadataCatalog.get(n).thing_classes) for n in names}) == 1
+    detection = ["toy_coco_val", "toy_voc_test"]
+    assert len({tuple(MetadataCatalog.get(n).thing_classes) for n in detection}) == 1
+    assert set(MetadataCatalog.get("toy_coco_val").thing_classes) < set(MetadataCatalog.get("toy_cls_train").thing_classes)
+    names = ["toy_cls_train", *detection]
     assert [MetadataCatalog.get(n).evaluator_type for n in names] == ["classification", "coco", "voc"]

@@ -96,3 +96,26 @@ def test_convert_format():
     np.testing.assert_array_equal(T.convert_format(image, "RGB", "BGR")[..., 0], image[..., 2])
     with pytest.raises(ValueError, match="INPUT.FORMAT"):
         T.convert_format(image, "RGB", "YUV")
+
+
+def test_shift_hue_against_colorsys():
+    """Hue rotation by an independent HSV implementation (colorsys, on one pixel of each colour)."""
+    import colorsys
+
+    rgb = np.array([[[200, 40, 40], [40, 200, 90], [30, 60, 220], [128, 128, 128]]], dtype=np.uint8)
+    shifted = T.shift_hue(rgb, 90, "RGB")
+    for (r, g, b), got in zip(rgb[0] / 255.0, shifted[0]):
+        h, s, v = colorsys.rgb_to_hsv(r, g, b)
+        expected = np.array(colorsys.hsv_to_rgb((h + 0.25) % 1.0, s, v)) * 255
+        np.testing.assert_allclose(got, expected, atol=6)  # OpenCV's 8-bit hue steps are 2 degrees
+    np.testing.assert_array_equal(T.shift_hue(rgb[..., ::-1].copy(), 90, "BGR"), shifted[..., ::-1])
+    assert (shifted[0, 3] == 128).all()  # grays have no hue
+
+
+def test_colour_test_names():
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(T.colour_test_transform("hue90")(image, "BGR"), T.shift_hue(image, 90, "BGR"))
+    gray = T.colour_test_transform("grayscale")(image, "BGR")
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+    with pytest.raises(ValueError, match="TEST.CLS_COLOUR_TESTS.*sepia"):
+        T.colour_test_transform("sepia")

@@ -1,7 +1,10 @@
 """build_optimizer: weight decay per parameter kind, frozen parameters left out."""
+import pytest
 import torch
 from torch import nn
 
+import resdet
+from resdet.config import setup_cfg
 from resdet.solver import build_optimizer
 
 
@@ -28,3 +31,35 @@ def test_one_step_matches_hand_sgd(cfg):
     optimizer.step()
     # w - lr * (grad + wd * w) = 2 - 0.1 * (3 + 1)
     assert model.weight.item() == torch.tensor(1.6).item()
+
+
+def test_adamw_first_step_by_hand(cfg):
+    cfg.SOLVER.OPTIMIZER, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY = "AdamW", 0.01, 0.5
+    model = nn.Linear(1, 1, bias=False)
+    model.weight.data.fill_(2.0)
+    optimizer = build_optimizer(cfg, model)
+    (model(torch.ones(1, 1)) * 3).sum().backward()  # grad 3
+    optimizer.step()
+    # first step: bias-corrected moments are g and g^2, so the step is lr * g / (|g| + eps); decay is decoupled
+    expected = 2.0 - 0.01 * 0.5 * 2.0 - 0.01 * 3.0 / (3.0 + 1e-8)
+    assert model.weight.item() == pytest.approx(expected, abs=1e-7)
+
+
+def test_backbone_lr_factor_scales_the_trunk_only(cfg):
+    det = setup_cfg("configs/toy_frcnn_r18_fpn.yaml", ["SOLVER.BACKBONE_LR_FACTOR", 0.25, "SOLVER.BASE_LR", 0.001])
+    model = resdet.build_model(det)
+    optimizer = build_optimizer(det, model)
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            assert id(param) not in lr_of, name
+        elif name.startswith("backbone.bottom_up."):  # the ResNet trunk a classification checkpoint fills
+            assert lr_of[id(param)] == pytest.approx(0.00025), name
+        else:  # FPN, RPN and RoI heads
+            assert lr_of[id(param)] == pytest.approx(0.001), name
+
+
+def test_unknown_optimizer_is_named(cfg):
+    cfg.SOLVER.OPTIMIZER = "Lion"
+    with pytest.raises(ValueError, match="SOLVER.OPTIMIZER.*Lion"):
+        build_optimizer(cfg, nn.Linear(1, 1))

@@ -38,7 +38,10 @@ def test_toy_two_processes_then_resume_then_eval_only(toy_datasets, tmp_path):
     assert open(os.path.join(out, "last_checkpoint")).read() == "model_final.pth"
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(out))
     results = json.load(open(os.path.join(out, "eval", "results.json")))
-    assert set(results) == {"top1", "top5"} and 0 <= results["top1"] <= 100 and results["top5"] == 100.0
+    # the toy config also tests every val image in grayscale and with hues turned by 90 degrees
+    assert set(results) == {f"top{k}{test}" for k in (1, 5) for test in ("", "_grayscale", "_hue90")}
+    for test in ("", "_grayscale", "_hue90"):
+        assert 0 <= results[f"top1{test}"] <= results[f"top5{test}"] <= 100
     checkpoint = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)
     assert checkpoint["iteration"] == 3 and {"model", "optimizer", "scheduler"} <= set(checkpoint)
     assert metrics_iterations(out)[0] == 2
@@ -50,7 +53,7 @@ def test_toy_two_processes_then_resume_then_eval_only(toy_datasets, tmp_path):
 
     os.remove(os.path.join(out, "eval", "results.json"))
     check(run_tool(["--eval-only", *common], toy_datasets))
-    assert set(json.load(open(os.path.join(out, "eval", "results.json")))) == {"top1", "top5"}
+    assert set(json.load(open(os.path.join(out, "eval", "results.json")))) == set(results)
 
 
 def test_cifar10_pickles(cifar10_root, tmp_path):

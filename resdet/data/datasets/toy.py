@@ -1,15 +1,18 @@
 """The embedded synthetic shapes world, written in the real formats, and its catalog names.
 
 `make_toy_data(out_dir, seed)` writes, deterministically (same seed, same bytes):
-  out_dir/cls/{train,val}/<class>/*.jpg                      64x64, one shape per image (ImageFolder)
-  out_dir/coco/{annotations/instances_{train,val}.json, train/, val/}   128-160 px, 1-4 shapes each
+  out_dir/cls/{train,val}/<shape>/*.jpg       the pretraining set (ImageFolder): 10 shape classes, 1000 + 100
+                                              64x64 images each, one shape in a random colour per image
+  out_dir/coco/{annotations/instances_{train,val}.json, train/, val/}   1000 + 200 scenes of 128-160 px,
+                                              1-4 shapes of 4 classes each, in random colours
   out_dir/voc/VOC2007/{Annotations, JPEGImages, ImageSets/Main/{trainval,test}.txt, labels.txt}
-The detection images are the same scenes in both formats (VOC trainval = COCO train, test = val).
+The detection images are the same scenes in both formats (VOC trainval = COCO train, test = val). As ImageNet's,
+the pretraining classes can only be told apart by shape, and include the detection classes among others.
 """
 import json
 import os
 import xml.etree.ElementTree as ET
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -17,70 +20,38 @@ import numpy as np
 from .catalog import MetadataCatalog, under_root
 from .coco import category_metadata, register_coco_instances
 from .image_folder import register_image_folder
+from .toy_shapes import DETECTION_SHAPES, SHAPES, add_noise, background, coverage, mask_box, paint, random_colour
 from .voc import LABELS_FILE, register_voc
 
-TOY_CLASSES = ["circle", "cross", "square", "triangle"]  # alphabetical, so ImageFolder order agrees
+TOY_CLASSES = DETECTION_SHAPES  # the detection classes, alphabetical
 TOY_CATEGORY_IDS = [10, 20, 30, 40]  # not 0..C-1 on purpose: exercises the COCO id <-> contiguous maps
 JPEG_QUALITY = 95
-CLS_PER_CLASS = {"train": 400, "val": 40}
-DET_IMAGES = {"train": 120, "val": 40}
+CLS_SIDE = 64
+CLS_PER_CLASS = {"train": 1000, "val": 100}
+DET_IMAGES = {"train": 1000, "val": 200}
 DIFFICULT_MAX_SIDE = 16  # VOC "difficult": objects whose larger side is below this many pixels
 CROWD_EVERY = 8  # every 8th val scene gets a crowd (COCO iscrowd=1, VOC difficult)
-
-# Unit polygons (radius 1) of the polygonal classes.
-_CROSS = np.array([[-1, -1 / 3], [-1 / 3, -1 / 3], [-1 / 3, -1], [1 / 3, -1], [1 / 3, -1 / 3], [1, -1 / 3],
-                   [1, 1 / 3], [1 / 3, 1 / 3], [1 / 3, 1], [-1 / 3, 1], [-1 / 3, 1 / 3], [-1, 1 / 3]])
-_SQUARE = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * 0.8
-_TRIANGLE = np.array([[np.cos(a), np.sin(a)] for a in np.deg2rad([-90, 30, 150])])
-_POLYGONS = {"cross": _CROSS, "square": _SQUARE, "triangle": _TRIANGLE}
+# Pretraining shapes must show in grayscale too (their classes are told apart by outline, whatever the colour).
+CLS_LUMA_CONTRAST = 40.0
+CLS_SHADING = 25.0
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
-    """A textured background (H,W,3) float32 BGR: base colour plus smooth blotches; returns it and the base."""
-    base = rng.uniform(40, 215, size=3)
-    blotches = rng.normal(0, 35, size=(max(2, height // 16), max(2, width // 16), 3)).astype(np.float32)
-    texture = cv2.resize(blotches, (width, height), interpolation=cv2.INTER_CUBIC)
-    return base.astype(np.float32) + texture, base
+def _classification_image(rng: np.random.Generator, shape: str) -> np.ndarray:
+    """One 64x64 image holding a single shape of class `shape`, 12-56 px across, anywhere, any colour."""
+    image, base = background(rng, CLS_SIDE, CLS_SIDE)
+    size = rng.uniform(12, CLS_SIDE - 8)
+    centre = rng.uniform(size / 2, CLS_SIDE - size / 2, size=2)
+    alpha = coverage(CLS_SIDE, CLS_SIDE, shape, centre, size, rng.uniform(0, 2 * np.pi), rng)
+    paint(image, alpha, random_colour(rng, base, CLS_LUMA_CONTRAST), rng, CLS_SHADING)
+    return add_noise(image, rng)
 
 
-def _shape_colour(rng: np.random.Generator, base: np.ndarray, cls_index: int) -> np.ndarray:
-    """A BGR colour in the class's hue band (classes 45 degrees apart, +-12 jitter), saturation and value
-    random, far enough from the background's base colour to be seen. Hue is a strong cue: bands
-    do not overlap, which lets a ResNet trained from scratch on the CPU in minutes generalise (with random
-    colours it only memorises the training images); detectors still have to localise the shapes."""
-    while True:
-        hue = (cls_index * 45 + rng.uniform(-12, 12)) % 180  # OpenCV hue scale: 0-179
-        hsv = np.array([[[hue, rng.uniform(120, 255), rng.uniform(110, 255)]]], np.float32)
-        colour = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)[0, 0].astype(np.float64)
-        if np.abs(colour - base).sum() >= 150:
-            return colour
-
-
-def _draw_shape(canvas: np.ndarray, cls: str, centre: np.ndarray, size: float, angle: float,
-                colour: np.ndarray) -> np.ndarray:
-    """Draw one shape (anti-aliased) on `canvas`; return its (H,W) bool mask."""
-    mask = np.zeros(canvas.shape[:2], np.uint8)
-    shift = 4  # sub-pixel vertex precision for OpenCV
-    scale = 1 << shift
-    colour = tuple(float(c) for c in colour)
-    if cls == "circle":
-        centre_fixed = tuple(int(round(c * scale)) for c in centre)
-        radius = int(round(size / 2 * scale))
-        cv2.circle(canvas, centre_fixed, radius, colour, -1, cv2.LINE_AA, shift)
-        cv2.circle(mask, centre_fixed, radius, 1, -1, cv2.LINE_8, shift)
-    else:
-        rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-        points = _POLYGONS[cls] @ rotation.T * (size / 2) + centre
-        points = np.round(points * scale).astype(np.int32)[None]
-        cv2.fillPoly(canvas, points, colour, cv2.LINE_AA, shift)
-        cv2.fillPoly(mask, points, 1, cv2.LINE_8, shift)
-    return mask.astype(bool)
-
-
-def _mask_box(mask: np.ndarray) -> List[float]:
-    """[x1, y1, x2, y2] in continuous coordinates: pixel (r, c) spans [c, c+1) x [r, r+1)."""
-    cols, rows = np.nonzero(mask.any(axis=0))[0], np.nonzero(mask.any(axis=1))[0]
-    return [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]
+def _draw(image: np.ndarray, rng: np.random.Generator, colour: np.ndarray, cls_index: int, centre: np.ndarray,
+          size: float) -> np.ndarray:
+    """Paint one detection shape of class TOY_CLASSES[cls_index]; return its (H,W) bool mask."""
+    alpha = coverage(*image.shape[:2], TOY_CLASSES[cls_index], centre, size, rng.uniform(0, 2 * np.pi), rng)
+    paint(image, alpha, colour, rng)
+    return alpha >= 0.5
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -92,25 +63,10 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / (area(box) + area(boxes) - inter)
 
 
-def _finish(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Add pixel noise and quantise to uint8."""
-    return np.clip(image + rng.normal(0, 6, size=image.shape), 0, 255).astype(np.uint8)
-
-
-def _classification_image(rng: np.random.Generator, cls: str, side: int = 64) -> np.ndarray:
-    """One 64x64 image holding a single shape of class `cls`."""
-    image, base = _background(rng, side, side)
-    size = rng.uniform(20, 56)
-    centre = rng.uniform(size / 2, side - size / 2, size=2)
-    _draw_shape(image, cls, centre, size, rng.uniform(0, 2 * np.pi),
-                _shape_colour(rng, base, TOY_CLASSES.index(cls)))
-    return _finish(image, rng)
-
-
 def _detection_scene(rng: np.random.Generator, with_crowd: bool) -> Tuple[np.ndarray, List[dict]]:
     """One 128-160 px scene with 1-4 shapes (partial overlaps allowed) and optionally a crowd of tiny ones."""
     height, width = (int(v) for v in rng.integers(128, 161, size=2))
-    image, base = _background(rng, height, width)
+    image, base = background(rng, height, width)
     objects: List[dict] = []
     for _ in range(int(rng.integers(1, 5))):
         cls_index = int(rng.integers(len(TOY_CLASSES)))
@@ -120,12 +76,14 @@ def _detection_scene(rng: np.random.Generator, with_crowd: bool) -> Tuple[np.nda
             box = np.concatenate([centre - size / 2, centre + size / 2])
             if not objects or _iou(box, np.array([o["bbox"] for o in objects])).max() < 0.3:
                 break
-        mask = _draw_shape(image, TOY_CLASSES[cls_index], centre, size, rng.uniform(0, 2 * np.pi),
-                           _shape_colour(rng, base, cls_index))
-        objects.append({"bbox": _mask_box(mask), "category": cls_index, "area": int(mask.sum()), "crowd": False})
+        # a random colour, visible against the background and against the shapes it may overlap
+        colour = random_colour(rng, base, avoid=[o["colour"] for o in objects])
+        mask = _draw(image, rng, colour, cls_index, centre, size)
+        objects.append({"bbox": mask_box(mask), "category": cls_index, "area": int(mask.sum()), "crowd": False,
+                        "colour": colour})
     if with_crowd:
         objects.append(_draw_crowd(image, rng, base))
-    return _finish(image, rng), objects
+    return add_noise(image, rng), objects
 
 
 def _draw_crowd(image: np.ndarray, rng: np.random.Generator, base: np.ndarray) -> dict:
@@ -133,13 +91,9 @@ def _draw_crowd(image: np.ndarray, rng: np.random.Generator, base: np.ndarray) -
     cls_index = int(rng.integers(len(TOY_CLASSES)))
     height, width = image.shape[:2]
     origin = rng.uniform(0, [width - 40, height - 40])
-    masks = [
-        _draw_shape(image, TOY_CLASSES[cls_index], origin + rng.uniform(4, 36, size=2), rng.uniform(5, 8),
-                    rng.uniform(0, 2 * np.pi), _shape_colour(rng, base, cls_index))
-        for _ in range(int(rng.integers(5, 9)))
-    ]
-    union = np.logical_or.reduce(masks)
-    box = _mask_box(union)
+    masks = [_draw(image, rng, random_colour(rng, base), cls_index, origin + rng.uniform(4, 36, size=2),
+                   rng.uniform(5, 8)) for _ in range(int(rng.integers(5, 9)))]
+    box = mask_box(np.logical_or.reduce(masks))
     return {"bbox": box, "category": cls_index, "area": int((box[2] - box[0]) * (box[3] - box[1])), "crowd": True}
 
 
@@ -156,10 +110,10 @@ def _write(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def _write_classification(out_dir: str, seed: int) -> None:
-    for split_index, (split, per_class) in enumerate(CLS_PER_CLASS.items()):
-        for cls_index, cls in enumerate(TOY_CLASSES):
-            for i in range(per_class):
+def _write_classification(out_dir: str, seed: int, per_class: Dict[str, int]) -> None:
+    for split_index, (split, count) in enumerate(per_class.items()):
+        for cls_index, cls in enumerate(SHAPES):
+            for i in range(count):
                 rng = np.random.default_rng([seed, 0, split_index, cls_index, i])
                 data = _encode_jpeg(_classification_image(rng, cls))
                 _write(os.path.join(out_dir, "cls", split, cls, f"{cls}_{i:04d}.jpg"), data)
@@ -205,10 +159,10 @@ def _voc_xml(file_name: str, height: int, width: int, objects: List[dict]) -> by
     return ET.tostring(root, encoding="utf-8") + b"\n"
 
 
-def _write_detection(out_dir: str, seed: int) -> None:
+def _write_detection(out_dir: str, seed: int, images: Dict[str, int]) -> None:
     voc_dir = os.path.join(out_dir, "voc", "VOC2007")
     first_index = 0
-    for split_index, (split, count) in enumerate(DET_IMAGES.items()):
+    for split_index, (split, count) in enumerate(images.items()):
         scenes = []
         for i in range(first_index, first_index + count):
             rng = np.random.default_rng([seed, 1, i])
@@ -228,10 +182,15 @@ def _write_detection(out_dir: str, seed: int) -> None:
     _write(os.path.join(voc_dir, LABELS_FILE), "".join(f"{c}\n" for c in TOY_CLASSES).encode())
 
 
-def make_toy_data(out_dir: str, seed: int = 0) -> str:
-    """Write the toy classification, COCO and VOC datasets under `out_dir`; return out_dir."""
-    _write_classification(out_dir, seed)
-    _write_detection(out_dir, seed)
+def make_toy_data(out_dir: str, seed: int = 0, cls_per_class: Optional[Dict[str, int]] = None,
+                  det_images: Optional[Dict[str, int]] = None) -> str:
+    """Write the toy classification, COCO and VOC datasets under `out_dir`; return out_dir.
+
+    cls_per_class ({"train": n, "val": m} images per class) and det_images ({"train": n, "val": m} scenes)
+    default to CLS_PER_CLASS and DET_IMAGES; tests pass smaller ones.
+    """
+    _write_classification(out_dir, seed, cls_per_class or CLS_PER_CLASS)
+    _write_detection(out_dir, seed, det_images or DET_IMAGES)
     return out_dir
 
 

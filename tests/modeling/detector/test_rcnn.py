@@ -124,7 +124,7 @@ def test_training_needs_boxes():
 
 def test_detection_configs():
     files = sorted(glob.glob(os.path.join(CONFIGS, "*RCNN*.yaml")) + glob.glob(os.path.join(CONFIGS, "*frcnn*.yaml")))
-    assert len(files) == 8
+    assert len(files) == 9
     loaded = {}
     for path in files:
         cfg = resdet.get_cfg()
@@ -136,4 +136,7 @@ def test_detection_configs():
     assert tuple(paper.SOLVER.STEPS) == (240000,) and paper.SOLVER.MAX_ITER == 320000
     assert loaded["voc_frcnn_r101.yaml"].MODEL.ROI_HEADS.NUM_CLASSES == 20
     assert loaded["toy_frcnn_r18_fpn.yaml"].MODEL.ROI_HEADS.NUM_CLASSES == len(TOY_CLASSES)
+    scratch = loaded["toy_frcnn_r18_fpn_scratch.yaml"]  # the from-scratch twin: same detector, no pretrained trunk
+    assert scratch.MODEL.BACKBONE.WEIGHTS == "" and scratch.MODEL.RESNETS.NORM == "BN"
+    assert scratch.SOLVER.MAX_ITER == loaded["toy_frcnn_r18_fpn.yaml"].SOLVER.MAX_ITER
     assert loaded["coco_frcnn_r50_fpn.yaml"].MODEL.BACKBONE.NAME == "build_resnet_fpn_backbone"
