@@ -3,13 +3,13 @@ PY := .venv/bin/python
 PIP := .venv/bin/pip
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install clean
+.PHONY: demo demo-compare test install clean
 
 .venv/.installed: setup.py
 	python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PINS)
-	$(PIP) install -q -e .[dev] $(TORCH_PINS)
+	$(PIP) install -q -e .[dev,export] $(TORCH_PINS)
 	touch $@
 
 install: .venv/.installed
@@ -18,7 +18,10 @@ test: .venv/.installed
 	$(PY) -m pytest -q tests
 
 demo: .venv/.installed
-	bash tools/run_demo.sh
+	$(PY) tools/run_demo.py
+
+demo-compare: .venv/.installed
+	$(PY) tools/run_demo.py --compare
 
 clean:
 	rm -rf .venv output

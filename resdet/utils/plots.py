@@ -1,12 +1,16 @@
-"""The paper's analysis figures: training curves (Fig. 4 and 6) and layer responses (Fig. 7), as PNG files."""
+"""The paper's analysis figures: training curves (Fig. 4 and 6) and layer responses (Fig. 7), and the demo's
+panels of curves, as PNG files."""
 import json
 import os
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from matplotlib.figure import Figure  # pyplot-free: no display or global backend needed
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 Series = Tuple[List[float], List[float]]  # (iterations, values)
+_LINE_STYLES = ("-", "--", ":", "-.")  # one per run in plot_panels
 
 
 def read_json_lines(path: str) -> List[dict]:
@@ -46,6 +50,63 @@ def metric_series(rows: Sequence[dict], name: str) -> Series:
             iterations.append(iteration)
             values.append(value)
     return iterations, values
+
+
+def loss_names(rows: Sequence[dict]) -> List[str]:
+    """The losses the rows carry: "total_loss" first, then each "loss_*" in name order."""
+    names = {key for row in rows for key in row if key.startswith("loss_")}
+    total = ["total_loss"] if any("total_loss" in row for row in rows) else []
+    return total + sorted(names)
+
+
+@dataclass
+class Panel:
+    """One axis of a panel figure: curves keyed by (run, metric)."""
+
+    title: str
+    ylabel: str
+    curves: Dict[Tuple[str, str], Series]
+    log_y: bool = False
+
+
+def plot_panels(panels: Sequence[Panel], path: str) -> None:
+    """Panels side by side; in each, the colour says the metric and the line style the run, so runs compare."""
+    figure = Figure(figsize=(5.5 * len(panels), 4.5))
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axis, panel in zip(axes, panels):
+        metrics = list(dict.fromkeys(metric for _, metric in panel.curves))
+        runs = list(dict.fromkeys(run for run, _ in panel.curves))
+        for (run, metric), (iterations, values) in panel.curves.items():
+            if not iterations:
+                continue
+            # Evaluations are few: markers keep a single final evaluation visible.
+            axis.plot(iterations, values, color=f"C{metrics.index(metric) % 10}",
+                      linestyle=_LINE_STYLES[runs.index(run) % len(_LINE_STYLES)],
+                      marker="o" if len(iterations) <= 30 else None, markersize=3,
+                      linewidth=1.8 if metric == "total_loss" else 1.0, label=f"{run} {metric}")
+        axis.set_title(panel.title, fontsize="medium")
+        axis.set_xlabel("iteration")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_ylabel(panel.ylabel)
+        if panel.log_y:
+            axis.set_yscale("log")
+        if axis.lines:
+            _legend(axis, metrics, runs)
+        else:
+            axis.text(0.5, 0.5, "no values", transform=axis.transAxes, ha="center", va="center")
+        axis.grid(alpha=0.3)
+    _save(figure, path)
+
+
+def _legend(axis, metrics: List[str], runs: List[str]) -> None:
+    """One entry per curve for a single run; with several, one per metric (colour) and one per run (style)."""
+    if len(runs) == 1:
+        axis.legend(fontsize="small")
+        return
+    handles = [Line2D([], [], color=f"C{index % 10}", label=metric) for index, metric in enumerate(metrics)]
+    handles += [Line2D([], [], color="0.3", linestyle=_LINE_STYLES[index % len(_LINE_STYLES)], label=run)
+                for index, run in enumerate(runs)]
+    axis.legend(handles=handles, fontsize="small")
 
 
 def plot_training_curves(runs: Dict[str, Tuple[Series, Series]], path: str, key: str) -> None:
