@@ -1,6 +1,9 @@
 """resdet: ResNet classification pretraining and Faster R-CNN detection in one toolkit."""
 from setuptools import find_packages, setup
 
+# TEST.COCO_EVAL_BACKEND faster_coco_eval (binary wheels); earlier releases pin numpy<2 and need plotly and pandas
+FASTER_COCO_EVAL = "faster-coco-eval>=1.6.8"
+
 setup(
     name="resdet",
     version="0.1.0",
@@ -20,7 +23,8 @@ setup(
         "numpy>=1.21",
     ],
     extras_require={
-        "dev": ["pytest>=7", "hypothesis>=6"],
+        "dev": ["pytest>=7", "hypothesis>=6", FASTER_COCO_EVAL],  # the tests prove both COCO backends equal
+        "fast-eval": [FASTER_COCO_EVAL],
         # tools/export_model.py --format onnx (torch.onnx writes with onnxscript) and running the file
         "export": ["onnx>=1.18", "onnxscript>=0.7", "onnxruntime>=1.20"],
     },

@@ -19,6 +19,7 @@ from torch import nn
 
 from resdet import build_model
 from resdet.config import setup_cfg
+from resdet.utils.cli import ToolArgumentParser, run_tool
 
 DETECTOR_ASPECT = 4 / 3  # width / height of the image a detector is measured on
 
@@ -68,7 +69,7 @@ def analyze(cfg) -> dict:
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ToolArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True, help="config file of the model")
     parser.add_argument("--json", action="store_true", help='print one JSON object {"params": int, "gflops": float}')
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
@@ -91,4 +92,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

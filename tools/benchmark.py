@@ -6,6 +6,7 @@ with the same weights, timed interleaved (one run of each in turn) in one proces
     python tools/benchmark.py --config configs/r50_imagenet.yaml --task train --batch 16 --compare torchvision
     python tools/benchmark.py --config configs/toy_frcnn_r18_fpn.yaml --task data --json
     python tools/benchmark.py --config configs/toy_frcnn_r18_fpn.yaml --task eval --iters 20 --amp
+    python tools/benchmark.py --config configs/coco_frcnn_r50_fpn.yaml --task eval --coco-images 5000 --iters 3
     python tools/benchmark.py --config configs/torchvision/frcnn_r50_fpn.yaml --task infer --compare torchvision \
         --compare onnxruntime
 
@@ -15,7 +16,11 @@ Tasks; times are medians over --iters runs after --warmup runs:
   train  one SGD step (lr 0, so that every step does the same work) on SOLVER.IMS_PER_BATCH synthetic images
          (at most --batch) at the largest training size, a detector's with 5 synthetic boxes per image
   data   the training loader's throughput on DATASETS.TRAIN, in images/s (no --compare)
-  eval   inference over the DATASETS.TEST[0] loader (the first --iters batches), the loading not timed
+  eval   inference over the DATASETS.TEST[0] loader (the first --iters batches), the loading not timed; with
+         --coco-images N instead COCO box evaluation alone (no model) of a synthetic COCO-like set of N images
+         (80 categories, 7.3 objects per image, 1% crowds) and --detections per image, with each COCO API backend
+         installed (pycocotools, faster_coco_eval: TEST.COCO_EVAL_BACKEND) on the same detections, in turn; an
+         iteration is one whole evaluation (loadRes, evaluate, accumulate, summarize); --iters 1 --warmup 0 by default
 A detector without MODEL.WEIGHTS first gets its FrozenBN statistics calibrated on one forward of the synthetic
 image, so that its RPN keeps as many proposals as a trained one does ("proposals" in the output).
 
@@ -47,19 +52,24 @@ import torchvision
 from torch import nn
 
 from resdet import build_model
-from resdet.config import setup_cfg
+from resdet.config import ConfigError, setup_cfg
 from resdet.data import (build_classification_test_loader, build_classification_train_loader,
                          build_detection_test_loader, build_detection_train_loader)
+from resdet.errors import UsageError
 from resdet.evaluation.classification import predict_scores
+from resdet.evaluation.coco_backends import COCO_EVAL_BACKENDS
+from resdet.utils.cli import ToolArgumentParser, run_tool
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling module below, also under runpy
+from coco_eval_timing import coco_evaluation  # noqa: E402
 from torchvision_reference import torchvision_classifier, torchvision_detector  # noqa: E402
 
 TASKS = ("train", "infer", "data", "eval")
 COMPARISONS = ("torchvision", "onnxruntime")
-DEFAULT_ITERS = {"infer": 10, "train": 5, "data": 20, "eval": None}  # eval: the whole test set
-DEFAULT_WARMUP = {"infer": 2, "train": 1, "data": 2, "eval": 1}
+DEFAULT_ITERS = {"infer": 10, "train": 5, "data": 20, "eval": None, "coco": 1}  # eval: the whole test set
+DEFAULT_WARMUP = {"infer": 2, "train": 1, "data": 2, "eval": 1, "coco": 0}  # coco: eval --coco-images
 BOXES_PER_IMAGE = 5
+DETECTIONS_PER_IMAGE = 100  # --coco-images: COCOeval's maxDets
 
 
 def is_detector(cfg) -> bool:
@@ -165,7 +175,7 @@ class Measured:
     def summary(self) -> dict:
         """Median and fastest seconds per iteration, images per second, peak memory (MiB)."""
         if not self.times:
-            raise ValueError("benchmark: nothing was timed; raise --iters or lower --warmup (or the test set is empty)")
+            raise UsageError("benchmark: nothing was timed; raise --iters or lower --warmup (or the test set is empty)")
         return {"time_s": statistics.median(self.times), "min_s": min(self.times),
                 "images_per_s": self.images / sum(self.times), "peak_mem_mb": self.peak_mem_mb}
 
@@ -277,18 +287,26 @@ def task_inputs(cfg, args, device: torch.device) -> tuple:
     batches = iter(loader)
     first = next(batches, None)
     if first is None:
-        raise ValueError(f"DATASETS.TEST: {name!r} is empty")
+        raise ConfigError(f"DATASETS.TEST: {name!r} is empty")
     timed = itertools.islice(itertools.chain([first], batches), iters)
     return first, timed, {"dataset": name, "batch_size": loader.batch_size, "input_size": None}
 
 
 def benchmark(cfg, args) -> dict:
     """The measurement of args.task as the dict --json prints: the resdet model's numbers under "resdet" and,
-    with --compare torchvision, the reference's under "torchvision" and "ratio" (resdet time / torchvision's)."""
-    warmup = args.warmup if args.warmup is not None else DEFAULT_WARMUP[args.task]
-    iters = args.iters if args.iters is not None else DEFAULT_ITERS[args.task]
+    with --compare torchvision, the reference's under "torchvision" and "ratio" (resdet time / torchvision's);
+    with --coco-images, each COCO backend's under its name and "coco_eval_speedup" (pycocotools time / faster's)."""
+    kind = "coco" if args.coco_images else args.task
+    warmup = args.warmup if args.warmup is not None else DEFAULT_WARMUP[kind]
+    iters = args.iters if args.iters is not None else DEFAULT_ITERS[kind]
     result = {"task": args.task, "config": args.config, "threads": torch.get_num_threads(), "amp": args.amp,
               "iters": iters, "warmup": warmup}
+    if args.coco_images:
+        per_image = args.detections or DETECTIONS_PER_IMAGE
+        timings = coco_evaluation(cfg.TEST.COCO_EVAL_BACKEND, args.coco_images, per_image, warmup, iters,
+                                  lambda step: Measured(step, torch.device("cpu")))
+        result.update(timings, peak_rss_mb=peak_rss_mb())
+        return result
     if args.task == "data":
         result.update(device="cpu", input_size=None, **data_throughput(cfg, iters, warmup), peak_rss_mb=peak_rss_mb())
         return result
@@ -336,7 +354,7 @@ def benchmark(cfg, args) -> dict:
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ToolArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True, help="config file of the model")
     parser.add_argument("--task", required=True, choices=TASKS, help="what to measure (see above)")
     parser.add_argument("--compare", choices=COMPARISONS, action="append",
@@ -352,6 +370,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--aspect", type=float, default=4 / 3, help="detectors: width / height of the synthetic "
                         "images (default 4/3)")
     parser.add_argument("--amp", action="store_true", help="autocast: bf16 on the CPU, fp16 on CUDA")
+    parser.add_argument("--coco-images", type=int, help="eval: time COCO box evaluation alone, of this many "
+                        "synthetic images, with each COCO backend (see above)")
+    parser.add_argument("--detections", type=int, help=f"--coco-images: detections per image (default "
+                        f"{DETECTIONS_PER_IMAGE})")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     if args.compare and args.task == "data":
@@ -360,10 +382,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error("--compare onnxruntime times the exported inference graph: use it with --task infer")
     if "onnxruntime" in (args.compare or []) and args.amp:
         parser.error("--compare onnxruntime: the exported graph is fp32; leave out --amp")
-    for name in ("iters", "warmup", "threads", "batch"):
+    if args.coco_images is not None and args.task != "eval":
+        parser.error("--coco-images times COCO evaluation: use it with --task eval")
+    if args.coco_images is not None and (args.compare or args.amp):
+        parser.error("--coco-images runs no model: leave out --compare and --amp")
+    if args.detections is not None and args.coco_images is None:
+        parser.error("--detections is the detections per image of --coco-images: give --coco-images too")
+    for name in ("iters", "warmup", "threads", "batch", "coco_images", "detections"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1):
-            parser.error(f"--{name}: {value} is out of range")
+            parser.error(f"--{name.replace('_', '-')}: {value} is out of range")
     return args
 
 
@@ -371,12 +399,19 @@ def describe(result: dict) -> str:
     """The result as a few human-readable lines."""
     lines = [f"{result['config']}: {result['task']} on {result['device']}, {result['threads']} threads"
              f"{', amp' if result['amp'] else ''}, batch {result.get('batch_size')}, size {result.get('input_size')}"]
-    for name in ("resdet", *COMPARISONS):
+    if "coco_eval_backend" in result:
+        lines.append(f"  synthetic COCO set: {result['images']} images x {result['detections_per_image']} "
+                     f"detections; TEST.COCO_EVAL_BACKEND {result['coco_eval_backend']}")
+    for name in ("resdet", *COMPARISONS, *COCO_EVAL_BACKENDS):
         if name in result:
             r = result[name]
             memory = f", peak {r['peak_mem_mb']:.0f} MiB" if r.get("peak_mem_mb") else ""
-            lines.append(f"  {name:12s} {r['time_s'] * 1000:9.1f} ms/iter (median), {r['images_per_s']:8.2f} "
-                         f"images/s{memory}")
+            lines.append(f"  {name:16s} {r['time_s'] * 1000:9.1f} ms/iter (median), {r['min_s'] * 1000:9.1f} min, "
+                         f"{r['images_per_s']:8.2f} images/s{memory}")
+    for name, metrics in result.get("bbox", {}).items():
+        lines.append(f"  {name} box AP: " + ", ".join(f"{key} {value:.3f}" for key, value in metrics.items()))
+    if "coco_eval_speedup" in result:
+        lines.append(f"  speedup pycocotools / faster_coco_eval: {result['coco_eval_speedup']:.2f}")
     if "ratio" in result:
         lines.append(f"  ratio resdet / torchvision: {result['ratio']:.3f}")
     if "onnxruntime_ratio" in result:
@@ -401,4 +436,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -19,13 +19,15 @@ import torch
 from resdet.checkpoint.converters import converter_names
 from resdet.checkpoint.load import convert_weight_file, load_state_dict_by_suffix
 from resdet.config import setup_cfg
+from resdet.errors import UsageError
+from resdet.utils.cli import ToolArgumentParser, run_tool
 
 FORMATS = ("torchvision", "msra", "detectron2", "torchvision-frcnn")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ToolArgumentParser(description=__doc__)
     parser.add_argument("--from", dest="format", choices=sorted(set(FORMATS) | set(converter_names())),
                         help="format of IN (detected from the contents when left out)")
     parser.add_argument("--config", default="", help="also load the result into this config's model and report")
@@ -48,7 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.format and args.format not in converter_names():
-        raise SystemExit(f"convert_weights: no converter for --from {args.format} is registered yet "
+        raise UsageError(f"no converter for --from {args.format} is registered yet "
                          f"(registered: {', '.join(converter_names())})")
     state, converter = convert_weight_file(args.input, args.format)
     save_checkpoint(state, args.output)
@@ -62,4 +64,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 
 import resdet
-from resdet.config import ConfigError, setup_cfg
+from resdet.config import setup_cfg
+from resdet.errors import UsageError
+from resdet.utils.cli import ToolArgumentParser, run_tool
 from resdet.utils.logger import setup_logger
 from resdet.utils.visualizer import draw_detections
 
@@ -27,7 +29,7 @@ logger = logging.getLogger("resdet.demo")
 
 def parse_args(argv=None) -> argparse.Namespace:
     """--config, --input PATHS, --output DIR, trailing KEY VALUE overrides."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ToolArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True, metavar="FILE")
     parser.add_argument("--input", nargs="+", required=True, metavar="PATH", help="images, folders or videos")
     parser.add_argument("--output", required=True, metavar="DIR")
@@ -50,7 +52,7 @@ def expand_inputs(paths: Sequence[str], max_images: int) -> List[str]:
         elif os.path.isfile(path):
             files.append(path)
         else:
-            raise FileNotFoundError(f"--input: no such file or folder: {path}")
+            raise UsageError(f"--input: no such file or folder: {path}")
     return files
 
 
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> List[str]:
             continue
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is None:
-            raise ValueError(f"--input: cannot decode image {path}")
+            raise UsageError(f"--input: cannot decode image {path}")
         suffix = ext if ext.lower() in (".png", ".jpg", ".jpeg") else ".png"
         target = os.path.join(args.output, stem + ("." + args.image_format if args.image_format else suffix))
         output = predictor(image)
@@ -113,22 +115,17 @@ def write_video(path: str, target: str, predictor: resdet.Predictor, draw) -> st
             writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
         writer.write(draw(frame, predictor(frame)))
     if writer is None:
-        raise ValueError(f"--input: cannot read any frame of video {path}")
+        raise UsageError(f"--input: cannot read any frame of video {path}")
     writer.release()
     logger.info("%s -> %s", path, target)
     return target
 
 
 def main(argv=None) -> int:
-    """Entry point; user errors end with one line on stderr and exit code 2."""
+    """Entry point; user errors end with one line on stderr and exit code 2 (--debug: the traceback)."""
     args = parse_args(argv)
     setup_logger()
-    try:
-        run(args)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        sys.stderr.write(f"demo.py: error: {err}\n")
-        return 2
-    return 0
+    return run_tool(run, args)
 
 
 if __name__ == "__main__":

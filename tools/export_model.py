@@ -18,22 +18,20 @@ import sys
 from typing import List, Optional
 
 from resdet.checkpoint.meta import class_names
-from resdet.config import ConfigError
 from resdet.deploy import EXPORT_FORMATS, export_model
 from resdet.deploy.predictor import build_inference_model, inference_config
+from resdet.utils.cli import ToolArgumentParser, run_tool
 from resdet.utils.logger import setup_logger
 
 logger = logging.getLogger("resdet.export_model")
-EXIT_USER_ERROR = 2
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """--config, --format, --output, --debug and trailing KEY VALUE overrides."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ToolArgumentParser(description=__doc__)
     parser.add_argument("--config", required=True, metavar="FILE")
     parser.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     parser.add_argument("--output", required=True, metavar="DIR", help="receives the model file and model.json")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="config overrides, e.g. MODEL.WEIGHTS model_final.pth")
     return parser.parse_args(argv)
@@ -52,14 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point; user errors end with one line on stderr and exit code 2 (--debug: the traceback)."""
     args = parse_args(argv)
     setup_logger()
-    try:
-        run(args)
-    except (ConfigError, FileNotFoundError, ImportError, KeyError, ValueError) as err:
-        if args.debug:
-            raise
-        sys.stderr.write(f"export_model.py: error: {err}\n")
-        return EXIT_USER_ERROR
-    return 0
+    return run_tool(run, args)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,10 @@ import torch
 from torch import nn
 
 from resdet import build_model
-from resdet.config import setup_cfg
+from resdet.config import ConfigError, setup_cfg
+from resdet.data import DatasetNotFoundError
+from resdet.errors import UsageError, error_message
+from resdet.utils.cli import ToolArgumentParser, run_tool
 from resdet.utils.plots import distinct_labels, plot_layer_responses
 
 logger = logging.getLogger("resdet.layer_response")
@@ -96,7 +99,7 @@ def dataset_batches(cfg, num_images: int) -> Iterator[torch.Tensor]:
     from resdet.data import build_classification_test_loader
 
     if not cfg.DATASETS.TEST:
-        raise ValueError("DATASETS.TEST is empty: name a test set or pass --random-inputs")
+        raise ConfigError("DATASETS.TEST is empty: name a test set or pass --random-inputs")
     remaining = num_images
     for images, _ in build_classification_test_loader(cfg, cfg.DATASETS.TEST[0]):
         yield images[:remaining]
@@ -112,7 +115,7 @@ def unique_labels(config_files: List[str], labels: Optional[List[str]]) -> List[
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ToolArgumentParser(description=__doc__)
     parser.add_argument("--config", action="append", required=True, help="config file; repeat to compare models")
     parser.add_argument("--weights", action="append", default=[],
                         help="weights of each --config, in the same order (default: random initialisation)")
@@ -137,7 +140,7 @@ def measure(config_file: str, weights: str, args: argparse.Namespace) -> dict:
     overrides = list(args.opts) + ["TEST.CLS_MODE", "center"] + (["MODEL.WEIGHTS", weights] if weights else [])
     cfg = setup_cfg(config_file, overrides)
     if cfg.MODEL.META_ARCHITECTURE != "Classifier":
-        raise ValueError(f"{config_file}: MODEL.META_ARCHITECTURE is {cfg.MODEL.META_ARCHITECTURE!r}, "
+        raise ConfigError(f"{config_file}: MODEL.META_ARCHITECTURE is {cfg.MODEL.META_ARCHITECTURE!r}, "
                          "not a Classifier")
     torch.manual_seed(args.seed)
     model = build_model(cfg)
@@ -158,9 +161,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     weights = args.weights or [""] * len(args.config)
     try:
         results = {label: measure(config, weight, args) for label, config, weight in zip(labels, args.config, weights)}
-    except FileNotFoundError as err:
-        print(f"error: {err}\n(pass --random-inputs to measure on random images)", file=sys.stderr)
-        return 1
+    except DatasetNotFoundError as err:
+        raise UsageError(f"{error_message(err)}\npass --random-inputs to measure on random images") from None
     os.makedirs(args.output, exist_ok=True)
     json_path = os.path.join(args.output, "layer_response.json")
     with open(json_path, "w") as f:
@@ -175,4 +177,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

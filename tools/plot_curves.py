@@ -14,12 +14,14 @@ import os
 import sys
 from typing import List, Optional
 
+from resdet.errors import UsageError
+from resdet.utils.cli import ToolArgumentParser, run_tool
 from resdet.utils.plots import distinct_labels, metric_series, plot_training_curves, read_json_lines
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Command-line arguments."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ToolArgumentParser(description=__doc__)
     parser.add_argument("--metrics", nargs="+", required=True, help="metrics.json files (JSON lines), one per run")
     parser.add_argument("--output", default="curves.png", help="PNG file to write")
     parser.add_argument("--key", default="total_loss", help="training metric to plot against iterations")
@@ -35,23 +37,35 @@ def run_label(path: str) -> str:
     return os.path.basename(os.path.dirname(os.path.abspath(path)))
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def read_metrics(path: str) -> List[dict]:
+    """The rows of one --metrics file; a missing or malformed file is a UsageError naming it."""
+    if not os.path.isfile(path):
+        raise UsageError(f"--metrics: no such file {path}")
+    try:
+        return read_json_lines(path)
+    except ValueError as err:  # undecodable bytes or a line that is not JSON
+        raise UsageError(f"--metrics: {err}") from None
+
+
+def run(args: argparse.Namespace) -> None:
     """Read every metrics file and write the figure."""
-    args = parse_args(argv)
     labels = distinct_labels(args.labels or [run_label(path) for path in args.metrics])
     runs = {}
     for label, path in zip(labels, args.metrics):
-        rows = read_json_lines(path)
+        rows = read_metrics(path)
         train = metric_series(rows, args.key)
         iterations, top1 = metric_series(rows, "top1")
         if not train[0] and not iterations:
-            print(f"error: {path} has no {args.key!r} and no top1 values", file=sys.stderr)
-            return 1
+            raise UsageError(f"{path} has no {args.key!r} and no top1 values; choose another --key")
         runs[label] = (train, (iterations, [100.0 - value for value in top1]))
         print(f"{label}: {len(train[0])} {args.key} points, {len(iterations)} test-error points")
     plot_training_curves(runs, args.output, args.key)
     print(f"wrote {args.output}")
-    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point; user errors end with a message on stderr and exit code 2 (--debug: the traceback)."""
+    return run_tool(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import resdet.data.datasets.toy as toy_generator
 from resdet.data.datasets import datasets_root
+from resdet.utils import cli
 from resdet.utils.plots import Panel, loss_names, metric_series, plot_panels, read_json_lines
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,7 +78,7 @@ class Paths:
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """--compare, --output, --seed and trailing KEY VALUE overrides."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ToolArgumentParser(description=__doc__)
     parser.add_argument("--compare", action="store_true", help="also train the detector from scratch")
     parser.add_argument("--output", default=os.environ.get("DEMO_OUTPUT", "output/demo"), metavar="DIR",
                         help="output folder (default: $DEMO_OUTPUT or output/demo)")
@@ -308,8 +309,10 @@ def run(args: argparse.Namespace) -> Dict[str, float]:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point: a failed stage or missing result ends with one line on stderr, no traceback."""
     args = parse_args(argv)
+    if args.debug:
+        os.environ[cli.DEBUG_ENV] = "1"  # the stages are subprocesses: they show their tracebacks too
     try:
-        run(args)
+        return cli.run_tool(run, args)  # a user error: its message, exit status 2
     except StageFailed as err:
         print(f"run_demo: error: {err}", file=sys.stderr)
         return err.status
@@ -319,7 +322,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("run_demo: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from torch import nn
 
 from resdet.checkpoint.converters.torchvision_frcnn import rename as frcnn_to_resdet
 from resdet.checkpoint.converters.torchvision_resnet import rename as resnet_to_resdet
+from resdet.errors import UsageError
 
 PREDICTOR = "roi_heads.box_predictor."
 
@@ -34,7 +35,7 @@ def _check_reference(cfg, backbone_name: str) -> None:
               "MODEL.RESNETS.RES5_DILATION": (r.RES5_DILATION, 1)}
     for key, (value, needed) in wanted.items():
         if value != needed:
-            raise ValueError(f"--compare torchvision: torchvision has no model with {key} {value!r} (needs {needed!r})")
+            raise UsageError(f"--compare torchvision: torchvision has no model with {key} {value!r} (needs {needed!r})")
 
 
 def torchvision_trunk(cfg, **kwargs) -> nn.Module:
@@ -42,7 +43,7 @@ def torchvision_trunk(cfg, **kwargs) -> nn.Module:
     r = cfg.MODEL.RESNETS
     norm = {"FrozenBN": torchvision.ops.FrozenBatchNorm2d, "BN": nn.BatchNorm2d}.get(r.NORM)
     if norm is None:
-        raise ValueError(f"--compare torchvision: MODEL.RESNETS.NORM {r.NORM!r} unsupported; use BN or FrozenBN")
+        raise UsageError(f"--compare torchvision: MODEL.RESNETS.NORM {r.NORM!r} unsupported; use BN or FrozenBN")
     trunk = getattr(torchvision.models, f"resnet{r.DEPTH}")(norm_layer=norm, **kwargs)
     if r.DEPTH >= 50 and r.STRIDE_IN_1X1:
         for stage in (trunk.layer2, trunk.layer3, trunk.layer4):
@@ -86,7 +87,7 @@ def torchvision_detector(cfg, ours: nn.Module, min_size: int, max_size: int) -> 
     _check_reference(cfg, "build_resnet_fpn_backbone")
     m, b = cfg.MODEL, cfg.MODEL.ROI_BOX_HEAD
     if m.ROI_HEADS.NAME != "StandardROIHeads" or b.NUM_FC != 2 or b.CLS_AGNOSTIC_BBOX_REG or not m.FPN.TOP_BLOCK:
-        raise ValueError("--compare torchvision: needs StandardROIHeads, ROI_BOX_HEAD.NUM_FC 2 with per-class boxes "
+        raise UsageError("--compare torchvision: needs StandardROIHeads, ROI_BOX_HEAD.NUM_FC 2 with per-class boxes "
                          "and FPN.TOP_BLOCK maxpool")
     trunk = torchvision_trunk(cfg)
     trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][:5 - m.BACKBONE.FREEZE_AT]

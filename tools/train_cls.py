@@ -7,11 +7,12 @@
 """
 import logging
 import os
+import sys
 from typing import Dict, Tuple
 
 import resdet
-from resdet.config import ConfigError
-from resdet.data import DatasetNotFoundError, build_classification_test_loader, build_classification_train_loader
+from resdet.data import build_classification_test_loader, build_classification_train_loader
+from resdet.data.class_count import check_num_classes
 from resdet.engine import ClassificationLoss, comm, default_argument_parser, default_setup, launch_tool, setup_config
 from resdet.engine.train_loop import load_for_evaluation, run_training
 from resdet.evaluation import ClassificationEvaluator, classification_inference
@@ -51,6 +52,8 @@ def main(args) -> Dict[str, float]:
     default_setup(cfg, args)
     test_loaders = build_test_loaders(cfg)
     train_loader = None if args.eval_only else build_classification_train_loader(cfg)
+    check_num_classes(cfg, (() if args.eval_only else tuple(cfg.DATASETS.TRAIN)) + tuple(cfg.DATASETS.TEST),
+                      args.config)
 
     model = resdet.build_model(cfg)  # loads MODEL.WEIGHTS when set
     if args.eval_only:
@@ -63,5 +66,4 @@ def main(args) -> Dict[str, float]:
 
 
 if __name__ == "__main__":
-    launch_tool(main, default_argument_parser(__doc__).parse_args(),
-                user_errors=(ConfigError, DatasetNotFoundError))
+    sys.exit(launch_tool(main, default_argument_parser(__doc__).parse_args()))

@@ -7,20 +7,17 @@
 """
 import logging
 import os
+import sys
 from typing import Dict
 
 import resdet
 from resdet.config import ConfigError
-from resdet.data import (
-    DatasetCatalog,
-    DatasetNotFoundError,
-    MetadataCatalog,
-    build_detection_test_loader,
-    build_detection_train_loader,
-)
+from resdet.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from resdet.data.class_count import check_num_classes
 from resdet.engine import comm, default_argument_parser, default_setup, launch_tool, model_losses, setup_config
 from resdet.engine.train_loop import load_for_evaluation, run_training
 from resdet.evaluation.coco import COCOEvaluator
+from resdet.evaluation.coco_backends import coco_eval_backend
 from resdet.evaluation.evaluator import DatasetEvaluator, inference_on_dataset
 from resdet.evaluation.voc import VOCEvaluator
 
@@ -28,12 +25,13 @@ logger = logging.getLogger("resdet.train_det")
 EVALUATORS = {"coco": COCOEvaluator, "voc": VOCEvaluator}
 
 
-def build_evaluator(dataset_name: str, output_dir: str) -> DatasetEvaluator:
+def build_evaluator(cfg, dataset_name: str, output_dir: str) -> DatasetEvaluator:
     """The evaluator the dataset's metadata asks for (COCO AP or the VOC devkit's mAP)."""
     kind = MetadataCatalog.get(dataset_name).get("evaluator_type")
     if kind not in EVALUATORS:
         raise ConfigError(f"DATASETS.TEST: {dataset_name!r} has evaluator type {kind!r}; expected coco or voc")
-    return EVALUATORS[kind](dataset_name, output_dir)
+    options = {"backend": cfg.TEST.COCO_EVAL_BACKEND} if kind == "coco" else {}
+    return EVALUATORS[kind](dataset_name, output_dir, **options)
 
 
 def evaluate(cfg, model, test_loaders: Dict[str, object]) -> Dict[str, dict]:
@@ -42,7 +40,7 @@ def evaluate(cfg, model, test_loaders: Dict[str, object]) -> Dict[str, dict]:
     for index, (name, loader) in enumerate(test_loaders.items()):
         last = index == len(test_loaders) - 1
         output_dir = cfg.OUTPUT_DIR if last else os.path.join(cfg.OUTPUT_DIR, "eval", name)
-        results = inference_on_dataset(model, loader, build_evaluator(name, output_dir))
+        results = inference_on_dataset(model, loader, build_evaluator(cfg, name, output_dir))
         if comm.is_main_process():
             logger.info("%s: %s", name, results)
     return results
@@ -60,17 +58,21 @@ def flatten_metrics(results: dict, prefix: str = "") -> Dict[str, float]:
     return flat
 
 
-def check_datasets(cfg, eval_only: bool) -> None:
-    """Fail in seconds, before building the model, when a dataset is missing."""
-    for name in (() if eval_only else cfg.DATASETS.TRAIN) + tuple(cfg.DATASETS.TEST):
+def check_datasets(cfg, eval_only: bool, config_file: str) -> None:
+    """Fail in seconds, before building the model, when a dataset is missing or has another number of classes."""
+    names = (() if eval_only else tuple(cfg.DATASETS.TRAIN)) + tuple(cfg.DATASETS.TEST)
+    for name in names:
         DatasetCatalog.get(name)
+    check_num_classes(cfg, names, config_file)
+    if any(MetadataCatalog.get(name).get("evaluator_type") == "coco" for name in cfg.DATASETS.TEST):
+        coco_eval_backend(cfg.TEST.COCO_EVAL_BACKEND)  # an unknown name or a missing package: now, not after training
 
 
 def main(args) -> Dict[str, dict]:
     """One process of the job: set up, check the data, train with the shared engine, evaluate."""
     cfg = setup_config(args)
     default_setup(cfg, args)
-    check_datasets(cfg, args.eval_only)
+    check_datasets(cfg, args.eval_only, args.config)
     test_loaders = {name: build_detection_test_loader(cfg, name) for name in cfg.DATASETS.TEST}
 
     model = resdet.build_model(cfg)  # loads MODEL.BACKBONE.WEIGHTS / MODEL.WEIGHTS when set
@@ -83,5 +85,4 @@ def main(args) -> Dict[str, dict]:
 
 
 if __name__ == "__main__":
-    launch_tool(main, default_argument_parser(__doc__).parse_args(),
-                user_errors=(ConfigError, DatasetNotFoundError))
+    sys.exit(launch_tool(main, default_argument_parser(__doc__).parse_args()))

@@ -1,19 +1,24 @@
 """Training checkpoints: {"model", "optimizer", "scheduler", "iteration", ...}, written atomically.
 
 Every file (the checkpoint and the `last_checkpoint` pointer beside it) is written to a temporary file in
-the same directory, fsynced, then renamed over the target, so a crash or Ctrl-C during a save leaves the
-previous checkpoint and pointer intact.
+the same directory, fsynced, then renamed over the target, so a crash, Ctrl-C or full disk during a save leaves
+the previous checkpoint and pointer intact; the pointer moves only once the new file is complete. Weights
+holding NaN or infinity are never written.
 """
 import io
 import logging
 import os
+import errno
+import shutil
 import tempfile
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 from torch import nn
 
 from ..engine import comm
+from ..errors import register_user_error
+from .load import read_torch_file
 from .meta import META_KEY
 
 logger = logging.getLogger(__name__)
@@ -21,11 +26,22 @@ logger = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last_checkpoint"
 
 
+@register_user_error  # reported as a message: the disk or the permissions need attention, not the code
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (full disk, permissions, I/O error); last_checkpoint is unchanged."""
+
+
+class NonFiniteWeightsError(FloatingPointError):
+    """The model holds NaN or infinite values, so its checkpoint was not written."""
+
+
 def atomic_write(path: str, write: Callable[[io.BufferedWriter], None]) -> None:
     """Call write(file) on a temporary file beside `path`, fsync it, then rename it to `path`."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
+        # mkstemp's files are private (0600); a checkpoint gets the permissions open() would have given it.
+        os.chmod(tmp_path, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as file:
             write(file)
             file.flush()
@@ -38,6 +54,12 @@ def atomic_write(path: str, write: Callable[[io.BufferedWriter], None]) -> None:
     _fsync_directory(directory)
 
 
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def _fsync_directory(directory: str) -> None:
     # Makes the rename itself durable; not every platform can open a directory.
     try:
@@ -48,6 +70,19 @@ def _fsync_directory(directory: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def non_finite_entries(state_dict: Dict[str, Any]) -> List[str]:
+    """Names of the floating-point tensors of `state_dict` holding NaN or infinity."""
+    return [name for name, value in state_dict.items()
+            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+
+
+def _free_space(directory: str) -> str:
+    try:
+        return f"{shutil.disk_usage(directory).free / 2**30:.2f} GiB"
+    except OSError:
+        return "unknown"
 
 
 def _strip_ddp_prefix(state_dict: Dict[str, Any]) -> Dict[str, Any]:
@@ -68,21 +103,51 @@ class Checkpointer:
         self.checkpointables = checkpointables
 
     def save(self, name: str, **extra: Any) -> Optional[str]:
-        """Write save_dir/{name}.pth (extra: tensors or plain Python values) and point last_checkpoint at it."""
-        if not self.save_to_disk:
-            return None
+        """Write save_dir/{name}.pth (extra: tensors or plain Python values) and point last_checkpoint at it.
+
+        Call it on every rank: the checkpointables' state may be gathered from all of them, and every rank raises
+        NonFiniteWeightsError (nothing written) or CheckpointWriteError (last_checkpoint unchanged) together.
+        """
+        basename = f"{name}.pth"
         data = {"model": self.model.state_dict(), **extra}
+        bad = non_finite_entries(data["model"])
+        # Ranks agree: with per-rank normalisation statistics one rank alone may hold a non-finite buffer.
+        if comm.max_over_ranks(int(bool(bad))):
+            more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+            names = ", ".join(bad[:5]) + more if bad else "another rank's model"
+            raise NonFiniteWeightsError(f"not saving {basename}: non-finite values in {names}")
         if self.meta:
             data[META_KEY] = self.meta
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
-        os.makedirs(self.save_dir, exist_ok=True)
-        basename = f"{name}.pth"
+        error = self._write(basename, data) if self.save_to_disk else None
+        if comm.max_over_ranks(int(error is not None)):
+            raise error or CheckpointWriteError(f"rank 0 could not write checkpoint {basename}: see its log")
+        return os.path.join(self.save_dir, basename) if self.save_to_disk else None
+
+    def _write(self, basename: str, data: Dict[str, Any]) -> Optional[CheckpointWriteError]:
+        """Write the checkpoint, then the pointer; on failure the error to raise (after the ranks agree)."""
         path = os.path.join(self.save_dir, basename)
-        atomic_write(path, lambda file: torch.save(data, file))
-        atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), lambda file: file.write(basename.encode()))
+        previous = self.get_checkpoint_file()
+        try:
+            os.makedirs(self.save_dir, exist_ok=True)
+            atomic_write(path, lambda file: torch.save(data, file))
+            atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), lambda file: file.write(basename.encode()))
+        except OSError as err:
+            kept = f"last_checkpoint still names {previous}, which is complete" if previous else \
+                "there is no earlier checkpoint"
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                advice = "free some space (SOLVER.CHECKPOINT_KEEP keeps only the newest checkpoints)"
+            else:
+                advice = f"check that {self.save_dir} is writable"
+            error = CheckpointWriteError(
+                err.errno, f"could not write checkpoint {path}: {err.strerror or err} (free space in "
+                f"{self.save_dir}: {_free_space(self.save_dir)}); {kept}; {advice}, then continue with --resume")
+            error.__cause__ = err
+            logger.error("%s", error.strerror)
+            return error
         logger.info("saved checkpoint %s", path)
-        return path
+        return None
 
     def get_checkpoint_file(self) -> Optional[str]:
         """The file last_checkpoint points to, or None when there is none."""
@@ -101,7 +166,7 @@ class Checkpointer:
         """Restore the model (and optimizer/scheduler) from `path`; return the remaining entries."""
         if not os.path.isfile(path):
             raise FileNotFoundError(f"checkpoint not found: {path}")
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = read_torch_file(path)  # weights_only; a refused or unreadable file raises a CheckpointError
         if "model" not in data:
             raise KeyError(f"{path}: not a training checkpoint (no 'model' entry; keys {sorted(data)[:10]})")
         incompatible = self.model.load_state_dict(_strip_ddp_prefix(data.pop("model")), strict=False)

@@ -3,6 +3,7 @@ import logging
 import os
 import pickle
 import re
+import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -10,6 +11,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
+from ..errors import CheckpointError, CheckpointNotFoundError, error_message
 from .converters import WeightConverter, detect_converter, get_converter
 from .meta import read_meta
 from .safe_pickle import UnsafePickleError, load_pickle
@@ -20,6 +22,8 @@ PICKLE_SUFFIXES = (".pkl", ".pickle")
 # The ResNet trunk part of a key: `backbone.bottom_up.res2.0.conv1.weight` -> `res2.0.conv1.weight`.
 _TRUNK_KEY = re.compile(r"(?:^|\.)((?:stem|res[2-5])\..+)$")
 _IGNORED_SUFFIX = ".num_batches_tracked"  # BN bookkeeping; FrozenBatchNorm2d has none
+# torch.load(weights_only=True) names the global it refused: "... GLOBAL posix.system ..."
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 @dataclass
@@ -55,29 +59,62 @@ def group_keys(keys: Iterable[str]) -> List[str]:
     return [f"{module}.{{{', '.join(names)}}}" if module else ", ".join(names) for module, names in fields.items()]
 
 
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:limit]
+
+
+def read_torch_file(path: str) -> Any:
+    """torch.load(path, weights_only=True) on the CPU; a refused or unreadable file raises a CheckpointError
+    (UnsafePickleError when the file would run code) that names it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        refused = _REFUSED_GLOBAL.search(str(err))
+        if refused:
+            raise UnsafePickleError(
+                f"{path}: refusing to load the pickle global {refused.group(1)}: a file naming it can run code. "
+                "Weight files may hold only tensors, numbers and plain containers; use a file from a trusted "
+                "source saved as a state dict (torch.save(model.state_dict(), path))") from None
+        raise CheckpointError(f"{path}: not a readable torch file ({_first_line(err)})") from None
+    except Exception as err:  # torch raises many types on a truncated, empty or foreign file (EOFError, KeyError...)
+        raise CheckpointError(f"{path}: not a readable torch file ({type(err).__name__}: {_first_line(err)}); "
+                              "is it complete? download or save it again") from None
+
+
 def read_weight_file(path: str) -> Mapping:
-    """The file's contents: torch.load(weights_only=True), or the restricted unpickler for `.pkl`."""
+    """The file's contents: the restricted unpickler for a `.pkl` pickle, torch.load(weights_only=True) for
+    anything else (a torch zip file whatever its name). Nothing in the file runs; errors name the file."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"weight file not found: {path}")
-    if path.endswith(PICKLE_SUFFIXES):
+        raise CheckpointNotFoundError(f"weight file not found: {path}")
+    if path.lower().endswith(PICKLE_SUFFIXES) and not zipfile.is_zipfile(path):
         raw = load_pickle(path)
     else:
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise UnsafePickleError(f"{path}: torch.load(weights_only=True) refused the file: {err}") from None
-        except RuntimeError as err:
-            raise ValueError(f"{path}: not a readable torch file: {err}") from None
+        raw = read_torch_file(path)
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{path}: expected a dict of weights, found a {type(raw).__name__}")
+        raise CheckpointError(f"{path}: expected a dict of weights, found a {type(raw).__name__}")
     return raw
+
+
+def convert_raw(raw: Mapping, path: str, converter: WeightConverter) -> Dict[str, torch.Tensor]:
+    """converter.convert(raw); a file whose contents the format does not fit raises a CheckpointError naming it."""
+    try:
+        state = converter.convert(raw)
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: cannot read it as {converter.name} weights: {error_message(err)}") from None
+    bad = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} entries are not tensors (first: {bad[0]!r}); not a weight file")
+    return state
 
 
 def convert_weight_file(path: str, format_name: Optional[str] = None) -> Tuple[Dict[str, torch.Tensor], WeightConverter]:
     """Read `path` and convert it to resdet names with the named converter, or the detected one."""
     raw = read_weight_file(path)
     converter = get_converter(format_name) if format_name else detect_converter(raw, path)
-    return converter.convert(raw), converter
+    return convert_raw(raw, path, converter), converter
 
 
 def trunk_key(key: str) -> Optional[str]:
@@ -128,7 +165,7 @@ def load_weights(model: nn.Module, path: str) -> LoadReport:
     """Load any supported weight file into `model` (format detected); log and return the report."""
     raw = read_weight_file(path)
     converter = detect_converter(raw, path)
-    report = load_state_dict_by_suffix(model, converter.convert(raw), path, converter.name)
+    report = load_state_dict_by_suffix(model, convert_raw(raw, path, converter), path, converter.name)
     report.meta = read_meta(raw)
     logger.log(logging.WARNING if report.mismatched else logging.INFO, "%s", report.summary())
     return report

@@ -7,6 +7,8 @@ import importlib
 import pickle
 from typing import Any
 
+from ..errors import CheckpointError
+
 # (module, name) pairs a weight pickle legitimately needs. numpy 1.x pickles say `numpy.core`, numpy 2.x
 # says `numpy._core`; both resolve to the installed numpy's module below.
 _ALLOWED_GLOBALS = {
@@ -23,7 +25,7 @@ _ALLOWED_GLOBALS = {
 }
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(CheckpointError, pickle.UnpicklingError):
     """The file asks for a global outside the allow-list (it could run code), or is not a pickle."""
 
 
@@ -59,5 +61,5 @@ def load_pickle(path: str) -> Any:
             return _RestrictedUnpickler(file, path).load()
         except UnsafePickleError:
             raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        except Exception as err:  # noqa: BLE001 - hostile bytes fail anywhere (numpy's rebuild, codecs, frames)
             raise UnsafePickleError(f"{path}: not a readable weight pickle: {err}") from None

@@ -2,11 +2,11 @@
 import os
 from typing import List, Sequence
 
+import yaml
 from fvcore.common.config import CfgNode as _FvCfgNode
 
-
-class ConfigError(ValueError):
-    """A config file or override names an unknown key or gives a value of the wrong type."""
+from ..errors import ConfigError, error_message
+from .validation import validate_config
 
 
 class CfgNode(_FvCfgNode):
@@ -16,12 +16,15 @@ class CfgNode(_FvCfgNode):
         """Merge a YAML file (and its _BASE_ chain) into this config."""
         if not os.path.isfile(cfg_filename):
             raise ConfigError(f"config file not found: {cfg_filename}")
+        _check_document(cfg_filename)
         try:
             super().merge_from_file(cfg_filename, allow_unsafe=allow_unsafe)
         except ConfigError:
             raise
-        except (KeyError, ValueError, AssertionError, TypeError) as err:
-            raise ConfigError(f"{cfg_filename}: {_message(err)}") from None
+        except yaml.YAMLError as err:  # not YAML; str() gives the line and column
+            raise ConfigError(f"{cfg_filename}: not valid YAML: {err}") from None
+        except (KeyError, ValueError, AssertionError, TypeError, OSError) as err:  # OSError: a missing _BASE_
+            raise ConfigError(f"{cfg_filename}: {error_message(err)}") from None
 
     def merge_from_list(self, cfg_list: Sequence) -> None:
         """Merge trailing `KEY VALUE` pairs from the command line."""
@@ -30,11 +33,41 @@ class CfgNode(_FvCfgNode):
         try:
             super().merge_from_list(list(cfg_list))
         except (KeyError, ValueError, AssertionError, TypeError) as err:
-            raise ConfigError(f"command-line override: {_message(err)}") from None
+            raise ConfigError(f"command-line override: {error_message(err)}") from None
 
 
-def _message(err: Exception) -> str:
-    return err.args[0] if err.args and isinstance(err.args[0], str) else str(err)
+def _check_document(cfg_filename: str) -> None:
+    """Each file of a _BASE_ chain must be a YAML mapping whose _BASE_, if any, names a file; fvcore assumes so."""
+    seen = set()
+    while cfg_filename not in seen:
+        seen.add(cfg_filename)
+        try:
+            with open(cfg_filename) as file:
+                document = yaml.safe_load(file)
+        except yaml.YAMLError as err:  # str() gives the line and column
+            raise ConfigError(f"{cfg_filename}: not valid YAML: {err}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{cfg_filename}: cannot be read ({err}); check the path and any _BASE_") from None
+        if document is None:
+            return  # an empty file changes nothing
+        if not isinstance(document, dict):
+            raise ConfigError(f"{cfg_filename}: expected a mapping of config keys, got {type(document).__name__}")
+        if "_BASE_" not in document:
+            return
+        base = document["_BASE_"]
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"{cfg_filename}: _BASE_ must be the path of another config file, got {base!r}")
+        if base.startswith(("https://", "http://")):
+            return
+        cfg_filename = _base_path(cfg_filename, base)
+    raise ConfigError(f"{cfg_filename}: its _BASE_ chain includes itself")
+
+
+def _base_path(cfg_filename: str, base: str) -> str:
+    """Where fvcore looks for a _BASE_: relative to the including file unless absolute or a URL."""
+    if base.startswith(("~", "/")):
+        return os.path.expanduser(base)
+    return os.path.join(os.path.dirname(cfg_filename), base)
 
 
 def get_cfg() -> CfgNode:
@@ -45,10 +78,11 @@ def get_cfg() -> CfgNode:
 
 
 def setup_cfg(config_file: str, overrides: List[str]) -> CfgNode:
-    """Defaults, then the file, then the overrides; frozen."""
+    """Defaults, then the file, then the overrides, checked for impossible values (validate_config); frozen."""
     cfg = get_cfg()
     if config_file:
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(overrides)
+    validate_config(cfg, config_file, overrides)
     cfg.freeze()
     return cfg

@@ -136,6 +136,7 @@ _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 2
 _C.DATALOADER.ASPECT_RATIO_GROUPING = True
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
+_C.DATALOADER.SKIP_CORRUPT = False  # training: replace an unreadable image by the next readable one, warn, count
 
 # ---------------------------------------------------------------- solver
 _C.SOLVER = CN()
@@ -158,6 +159,7 @@ _C.SOLVER.WARMUP_ITERS = 0
 _C.SOLVER.WARMUP_FACTOR = 0.001
 _C.SOLVER.WARMUP_METHOD = "linear"  # "linear" or "constant" (the paper's ResNet-110 warmup)
 _C.SOLVER.CHECKPOINT_PERIOD = 5000
+_C.SOLVER.CHECKPOINT_KEEP = 0  # keep only the newest N model_NNNNNNN.pth (0: all); model_final.pth always stays
 _C.SOLVER.REFERENCE_WORLD_SIZE = 0  # >0: scale batch and lr linearly to the actual world size
 _C.SOLVER.CHANNELS_LAST = False
 _C.SOLVER.AMP = CN()
@@ -166,6 +168,7 @@ _C.SOLVER.AMP.ENABLED = False  # bf16 autocast on CPU, fp16 with a grad scaler o
 # ---------------------------------------------------------------- test
 _C.TEST = CN()
 _C.TEST.EVAL_PERIOD = 0  # 0: evaluate only at the end
+_C.TEST.COCO_EVAL_BACKEND = "pycocotools"  # COCO box AP: "pycocotools" or "faster_coco_eval" (same numbers, faster)
 _C.TEST.CLS_MODE = "center"  # "center" (resize, centre crop), "ten_crop", "fully_conv"
 _C.TEST.SCALES = (224, 256, 384, 480, 640)  # shorter sides averaged by fully_conv testing
 # classification accuracy also measured on changed copies of the test images, reported as top1_<name>: "grayscale"

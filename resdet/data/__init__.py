@@ -15,8 +15,12 @@ from .datasets import (
     register_coco_instances,
     register_voc,
 )
+from .errors import DataError, DatasetNotRegisteredError, UnreadableImageError
 
 __all__ = [
+    "DataError",
+    "DatasetNotRegisteredError",
+    "UnreadableImageError",
     "DatasetCatalog",
     "DatasetNotFoundError",
     "Metadata",

@@ -1,47 +1,92 @@
-"""Data loaders for training (infinite, sharded across ranks) and testing (finite, sharded), built from the config."""
+"""Data loaders for training (infinite, sharded across ranks, resumable) and testing (finite, sharded)."""
+import functools
 import logging
-from typing import Callable, List, Sequence, Tuple, Union
+import os
+import signal
+import threading
+from typing import Callable, Dict, List, Sequence, Set, Tuple, Union
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 
 from ..engine import comm
+from ..errors import ConfigError
 from .datasets import DatasetCatalog, MetadataCatalog
 from .mappers import (
     ClassificationTestMapper, ClassificationTrainMapper, DetectionTestMapper, DetectionTrainMapper, training_targets,
 )
-from .samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
+from .skip_corrupt import CorruptImageSkipper
+from .samplers import InferenceSampler, SampleKey, TrainingBatchSampler, TrainingSampler
 
 logger = logging.getLogger(__name__)
 
 
 class MapDataset(Dataset):
-    """records[i] through `mapper(record, rng)`; rng is per process and per worker, seeded from (seed, rank, worker)."""
+    """records[i] through `mapper(record, rng)`.
 
-    def __init__(self, records: List[dict], mapper: Callable, seed: int = 0, rank: int = 0):
-        self.records, self.mapper, self.seed, self.rank = records, mapper, seed, rank
-        self.rng = np.random.default_rng([seed, rank, 0])
+    A training sample (a SampleKey) gets its own rng, seeded from (seed, epoch, index): its augmentation does
+    not depend on which process or worker maps it, nor on what that worker mapped before, so a resumed run
+    augments exactly as an uninterrupted one. Mappers must draw their randomness from this rng only.
+    Plain indices (the deterministic test mappers) share one fixed rng.
+    With `skip_corrupt` (DATALOADER.SKIP_CORRUPT, training only) an unreadable image's sample is replaced by the
+    next readable one (resdet/data/skip_corrupt.py); a test set must not, as a repeated image would be scored twice.
+    """
+
+    def __init__(self, records: List[dict], mapper: Callable, seed: int = 0, skip_corrupt: bool = False):
+        self.records, self.mapper, self.seed = records, mapper, seed
+        self.rng = np.random.default_rng(seed)
+        self.skipper = CorruptImageSkipper(records) if skip_corrupt else None
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int):
-        return self.mapper(self.records[index], self.rng)
+    def __getitem__(self, key: Union[int, SampleKey]):
+        if isinstance(key, SampleKey):
+            def load(index: int):
+                return self.mapper(self.records[index], np.random.default_rng([self.seed, key.epoch, index]))
+            index = key.index
+        else:
+            def load(index: int):
+                return self.mapper(self.records[index], self.rng)
+            index = key
+        return self.skipper.fetch(index, load) if self.skipper is not None else load(index)
 
 
-def _seed_worker(worker_id: int) -> None:
-    """Give each DataLoader worker its own reproducible stream."""
-    dataset = get_worker_info().dataset
-    dataset.rng = np.random.default_rng([dataset.seed, dataset.rank, worker_id + 1])
+def _end_on_loader_request(loader_pid: int, worker_id: int) -> None:
+    """A DataLoader worker ends when its own loader says so, not on a stop signal meant for the training.
+
+    A terminal's Ctrl-C (SIGINT) and a scheduler's SIGTERM sent to every process of a job reach the workers too;
+    a worker they killed would fail the batch the main process still needs while it finishes its iteration (and
+    torch's SIGCHLD handler would abort it). So SIGINT is ignored, and SIGTERM ends the worker only when sent by
+    the loader's process (or the worker's parent), as DataLoader shutdown and multiprocessing's exit handler do.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):  # not on macOS: SIGTERM keeps its default there
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(target=_wait_for_loader_sigterm, args=({loader_pid, os.getppid()},), daemon=True,
+                     name=f"sigterm-{worker_id}").start()
+
+
+def _wait_for_loader_sigterm(senders: Set[int]) -> None:
+    while signal.sigwaitinfo({signal.SIGTERM}).si_pid not in senders:
+        pass
+    os._exit(0)  # a clean status: the loader has stopped watching this worker already
 
 
 class InfiniteLoader:
-    """An endless DataLoader usable both as `iter(loader)` and directly with `next(loader)`."""
+    """An endless DataLoader usable both as `iter(loader)` and directly with `next(loader)`.
+
+    Its state (`state_dict`: the data seed and the number of batches delivered) goes into training
+    checkpoints; loaded before the first batch, it makes the loader continue where the saved one stopped.
+    """
 
     def __init__(self, loader: DataLoader):
         self.loader = loader
         self.dataset = loader.dataset
+        self.batch_sampler = loader.batch_sampler
+        self.batches = 0  # delivered so far, counting those of the run this one resumes
         self._iterator = None
 
     def __iter__(self) -> "InfiniteLoader":
@@ -49,8 +94,25 @@ class InfiniteLoader:
 
     def __next__(self):
         if self._iterator is None:
+            self.batch_sampler.start = self.batches
             self._iterator = iter(self.loader)
-        return next(self._iterator)
+        batch = next(self._iterator)
+        self.batches += 1
+        return batch
+
+    def state_dict(self) -> Dict[str, int]:
+        """The data seed and how many batches were delivered: where a resumed run continues."""
+        return {"seed": self.dataset.seed, "batches": self.batches}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        """Continue after state["batches"] batches of the order seeded by state["seed"] (before the first batch)."""
+        if self._iterator is not None:
+            raise RuntimeError("InfiniteLoader.load_state_dict: the loader has already started")
+        seed = int(state["seed"])
+        if seed != self.dataset.seed:
+            logger.info("data order: continuing the resumed run's seed %d (this run drew %d)", seed, self.dataset.seed)
+        self.dataset.seed = self.batch_sampler.sampler.seed = seed
+        self.batches = int(state["batches"])
 
 
 def shared_seed(cfg) -> int:
@@ -64,7 +126,7 @@ def images_per_process(cfg) -> int:
     """SOLVER.IMS_PER_BATCH divided by the world size."""
     total, world_size = cfg.SOLVER.IMS_PER_BATCH, comm.get_world_size()
     if total % world_size != 0 or total < world_size:
-        raise ValueError(f"SOLVER.IMS_PER_BATCH={total} must be a positive multiple of the world size {world_size}")
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH={total} must be a positive multiple of the world size {world_size}")
     return total // world_size
 
 
@@ -72,10 +134,10 @@ def load_datasets(names: Union[str, Sequence[str]], key: str = "DATASETS.TRAIN")
     """The concatenated dicts of several catalog names, which must share their thing_classes."""
     names = [names] if isinstance(names, str) else list(names)
     if not names:
-        raise ValueError(f"{key} is empty: name at least one dataset (see README section 'Datasets')")
+        raise ConfigError(f"{key} is empty: name at least one dataset (see README section 'Datasets')")
     classes = {name: MetadataCatalog.get(name).get("thing_classes") for name in names}
     if len({tuple(c) if c is not None else None for c in classes.values()}) > 1:
-        raise ValueError(f"{key}: the datasets {names} have different thing_classes and cannot be concatenated")
+        raise ConfigError(f"{key}: the datasets {names} have different thing_classes and cannot be concatenated")
     records = []
     for name in names:
         dicts = DatasetCatalog.get(name)
@@ -87,8 +149,12 @@ def load_datasets(names: Union[str, Sequence[str]], key: str = "DATASETS.TRAIN")
 def _dataloader(cfg, dataset: Dataset, collate: Callable, **sampling) -> DataLoader:
     device = cfg.MODEL.DEVICE
     pin = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    # Its own generator: a DataLoader without one draws its workers' base seed from the global torch RNG at
+    # every iter(), which would shift the model's random stream (RPN and RoI sampling) between runs.
+    generator = torch.Generator().manual_seed(getattr(dataset, "seed", 0))
+    worker_init = functools.partial(_end_on_loader_request, os.getpid())
     return DataLoader(dataset, num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=collate, pin_memory=pin,
-                      worker_init_fn=_seed_worker, **sampling)
+                      worker_init_fn=worker_init, generator=generator, **sampling)
 
 
 def collate_classification(batch: List[tuple]) -> Tuple[Union[torch.Tensor, List[torch.Tensor]], torch.Tensor]:
@@ -108,10 +174,10 @@ def collate_list(batch: List[dict]) -> List[dict]:
 def build_classification_train_loader(cfg) -> InfiniteLoader:
     """Endless (images (N,3,S,S) float 0-255 in INPUT.FORMAT, labels (N,) int64), N = IMS_PER_BATCH / world."""
     records = load_datasets(cfg.DATASETS.TRAIN)
-    seed, rank = shared_seed(cfg), comm.get_rank()
-    sampler = TrainingSampler(len(records), seed, rank, comm.get_world_size())
-    batch_sampler = BatchSampler(sampler, images_per_process(cfg), drop_last=True)
-    dataset = MapDataset(records, ClassificationTrainMapper(cfg), seed, rank)
+    seed = shared_seed(cfg)
+    sampler = TrainingSampler(len(records), seed, comm.get_rank(), comm.get_world_size())
+    batch_sampler = TrainingBatchSampler(sampler, images_per_process(cfg))
+    dataset = MapDataset(records, ClassificationTrainMapper(cfg), seed, skip_corrupt=cfg.DATALOADER.SKIP_CORRUPT)
     return InfiniteLoader(_dataloader(cfg, dataset, collate_classification, batch_sampler=batch_sampler))
 
 
@@ -144,15 +210,11 @@ def build_detection_train_loader(cfg) -> InfiniteLoader:
     records = load_datasets(cfg.DATASETS.TRAIN)
     if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
         records = filter_empty(records)
-    seed, rank = shared_seed(cfg), comm.get_rank()
-    sampler = TrainingSampler(len(records), seed, rank, comm.get_world_size())
-    batch_size = images_per_process(cfg)
-    if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
-        group_ids = [int(r["height"] > r["width"]) for r in records]
-        batch_sampler = GroupedBatchSampler(sampler, group_ids, batch_size)
-    else:
-        batch_sampler = BatchSampler(sampler, batch_size, drop_last=True)
-    dataset = MapDataset(records, DetectionTrainMapper(cfg), seed, rank)
+    seed = shared_seed(cfg)
+    sampler = TrainingSampler(len(records), seed, comm.get_rank(), comm.get_world_size())
+    group_ids = [int(r["height"] > r["width"]) for r in records] if cfg.DATALOADER.ASPECT_RATIO_GROUPING else None
+    batch_sampler = TrainingBatchSampler(sampler, images_per_process(cfg), group_ids)
+    dataset = MapDataset(records, DetectionTrainMapper(cfg), seed, skip_corrupt=cfg.DATALOADER.SKIP_CORRUPT)
     return InfiniteLoader(_dataloader(cfg, dataset, collate_list, batch_sampler=batch_sampler))
 
 

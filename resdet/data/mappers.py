@@ -3,6 +3,7 @@ import numpy as np
 import torch
 
 from . import transforms as T
+from .image_io import read_image
 
 CLS_AUGMENTATIONS = ("imagenet", "cifar", "none")
 CLS_TEST_MODES = ("center", "ten_crop", "fully_conv")
@@ -17,7 +18,7 @@ def load_classification_image(record: dict, image_format: str) -> np.ndarray:
     """(H,W,3) uint8 in `image_format`: the in-memory "image" (RGB, e.g. CIFAR) or the decoded "file_name"."""
     if "image" in record:
         return T.convert_format(record["image"], "RGB", image_format)
-    return T.read_image(record["file_name"], image_format)
+    return read_image(record["file_name"], image_format)
 
 
 def _check_choice(key: str, value: str, allowed) -> str:
@@ -114,7 +115,7 @@ class DetectionTrainMapper:
         T.choose_min_size(self.min_sizes, self.sampling, np.random.default_rng(0))  # validates the config early
 
     def __call__(self, record: dict, rng: np.random.Generator) -> dict:
-        image = T.read_image(record["file_name"], self.image_format)
+        image = read_image(record["file_name"], self.image_format)
         boxes, labels = training_targets(record)
         min_size = T.choose_min_size(self.min_sizes, self.sampling, rng)
         new_h, new_w = T.shortest_edge_size(*image.shape[:2], min_size, self.max_size)
@@ -139,7 +140,7 @@ class DetectionTestMapper:
         self.image_format = cfg.INPUT.FORMAT
 
     def __call__(self, record: dict, rng: np.random.Generator = None) -> dict:
-        image = T.read_image(record["file_name"], self.image_format)
+        image = read_image(record["file_name"], self.image_format)
         return {
             "image": to_chw_tensor(image),
             "height": image.shape[0],

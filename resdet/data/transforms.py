@@ -21,14 +21,6 @@ def convert_format(image: np.ndarray, source: str, target: str) -> np.ndarray:
     return image if source == target else np.ascontiguousarray(image[..., ::-1])
 
 
-def read_image(file_name: str, image_format: str) -> np.ndarray:
-    """Decode an image file to (H,W,3) uint8 in `image_format` channel order."""
-    image = cv2.imread(file_name, cv2.IMREAD_COLOR)
-    if image is None:
-        raise OSError(f"could not read image {file_name}")
-    return convert_format(image, "BGR", image_format)
-
-
 def resize_shorter_side(image: np.ndarray, size: int) -> np.ndarray:
     """Resize so the shorter side is `size`, keeping the aspect ratio (longer side rounded)."""
     height, width = image.shape[:2]

@@ -16,6 +16,7 @@ from torch import nn
 from torch.export import Dim, ExportedProgram
 
 from ..checkpoint.meta import config_meta
+from ..errors import UsageError
 from ..modeling.detector.exportable import ExportableDetector
 from ..modeling.detector.rcnn import FasterRCNN
 
@@ -104,10 +105,10 @@ def export_model(model: nn.Module, cfg, fmt: str, output_dir: str, class_names: 
 def write_program(program: ExportedProgram, cfg, fmt: str, output_dir: str, class_names: List[str]) -> str:
     """Save an `export_program` result in the format and write model.json beside it; returns the file's path."""
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"--format: unknown {fmt!r}; choose one of {EXPORT_FORMATS}")
+        raise UsageError(f"--format: unknown {fmt!r}; choose one of {EXPORT_FORMATS}")
     missing = [name for name in ONNX_PACKAGES if fmt == "onnx" and importlib.util.find_spec(name) is None]
     if missing:
-        raise ImportError(f"--format onnx needs the packages {missing}: pip install resdet[export]")
+        raise UsageError(f"--format onnx needs the packages {missing}: pip install resdet[export]")
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, MODEL_FILES[fmt])
     if fmt == "torch_export":

@@ -13,7 +13,7 @@ from torch import nn
 from ..checkpoint import load_weights
 from ..checkpoint.meta import class_names as resolve_class_names
 from ..checkpoint.meta import warn_on_input_mismatch
-from ..config import CfgNode, setup_cfg
+from ..config import CfgNode, ConfigError, setup_cfg
 from ..data.mappers import ClassificationTestMapper, to_chw_tensor
 from ..data.transforms import convert_format
 from ..evaluation.classification import predict_scores
@@ -35,7 +35,7 @@ def inference_config(config: Union[str, CfgNode], overrides: Sequence = ()) -> C
         cfg.freeze()
         return cfg
     if not os.path.isfile(config):
-        raise FileNotFoundError(f"config file not found: {config}")
+        raise ConfigError(f"config file not found: {config}")
     return setup_cfg(config, overrides)
 
 

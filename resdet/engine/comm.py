@@ -53,6 +53,16 @@ def all_gather(obj: Any) -> List[Any]:
     return gathered
 
 
+def max_over_ranks(value: int) -> int:
+    """The largest of every rank's `value` (the same answer on every rank): how ranks agree on a flag."""
+    if get_world_size() == 1:
+        return value
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == dist.Backend.NCCL else "cpu"
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
 def reduce_loss_dict(loss_dict: Dict[str, torch.Tensor]) -> Dict[str, float]:
     """Mean over ranks of each scalar loss, as floats, identical on every rank (for logging)."""
     names = sorted(loss_dict)

@@ -5,26 +5,25 @@ import logging
 import os
 import random
 import sys
-from typing import Callable, Tuple, Type
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 
-from ..config import CfgNode, ConfigError, get_cfg
+from ..config import CfgNode, ConfigError, get_cfg, validate_config
+from ..errors import UsageError
+from ..utils.cli import EXIT_USER_ERROR, ToolArgumentParser, debug_requested, run_tool
 from ..utils.logger import environment_info, setup_logger
 from . import comm
-from .launch import launch
+from .launch import launch, under_torchrun
 
 logger = logging.getLogger(__name__)
-
-EXIT_USER_ERROR = 2
 
 
 def default_argument_parser(description: str = None) -> argparse.ArgumentParser:
     """--config, --resume, --eval-only, the distributed options and trailing KEY VALUE overrides."""
-    parser = argparse.ArgumentParser(
+    parser = ToolArgumentParser(
         description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Multi-machine: run the same command on every machine with --num-machines M, "
                "--machine-rank 0..M-1 and --dist-url tcp://<machine 0>:<port>. Under torchrun the "
                "distributed options are ignored and the process group comes from the environment.",
@@ -66,13 +65,17 @@ def scale_to_world_size(cfg: CfgNode, world_size: int) -> None:
                 reference, world_size, old, (batch, cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER))
 
 
-def setup_config(args: argparse.Namespace) -> CfgNode:
-    """Defaults, --config, the overrides, then linear scaling to this job's world size; frozen."""
+def setup_config(args: argparse.Namespace, world_size: Optional[int] = None) -> CfgNode:
+    """Defaults, --config, the overrides, linear scaling to the job's world size (default: this process group's),
+    then validate_config (training keys unless --eval-only); frozen."""
+    world_size = comm.get_world_size() if world_size is None else world_size
     cfg = get_cfg()
     if args.config:
         cfg.merge_from_file(args.config)
     cfg.merge_from_list(args.opts)
-    scale_to_world_size(cfg, comm.get_world_size())
+    scale_to_world_size(cfg, world_size)
+    validate_config(cfg, args.config, args.opts, training=not getattr(args, "eval_only", False),
+                    world_size=world_size)
     cfg.freeze()
     return cfg
 
@@ -106,25 +109,37 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
     torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
 
 
-def _exit_on_user_errors(main_func: Callable, user_errors: Tuple[Type[BaseException], ...], *args) -> None:
-    """Run main_func; a user error (missing dataset, bad config) prints one line to stderr and exits 2."""
-    try:
-        main_func(*args)
-    except user_errors as err:
-        sys.stderr.write(f"error: {err}\n")
-        sys.stderr.flush()
-        sys.exit(EXIT_USER_ERROR)
+def _exit_on_user_errors(main_func: Callable, debug: bool, *args) -> None:
+    """main_func(*args) in one process of the job; a user error prints its message and exits 2."""
+    status = run_tool(main_func, *args, debug=debug)
+    if status == EXIT_USER_ERROR:
+        sys.exit(status)
 
 
-def launch_tool(main_func: Callable, args: argparse.Namespace,
-                user_errors: Tuple[Type[BaseException], ...] = (ConfigError,)) -> None:
-    """Launch main_func(args) per the distributed options; user errors exit 2 without a traceback."""
+def expected_world_size(args: argparse.Namespace) -> int:
+    """The number of processes the job will have: torchrun's WORLD_SIZE, else machines x processes per machine."""
+    if under_torchrun():
+        return int(os.environ["WORLD_SIZE"])
+    if args.num_gpus < 1 or args.num_machines < 1 or not 0 <= args.machine_rank < args.num_machines:
+        raise UsageError(f"--num-gpus {args.num_gpus}, --num-machines {args.num_machines}, --machine-rank "
+                         f"{args.machine_rank}: need at least 1 process and 1 machine, and a rank below the machines")
+    return args.num_machines * args.num_gpus
+
+
+def launch_tool(main_func: Callable, args: argparse.Namespace) -> int:
+    """Check the config, then launch main_func(args) per the distributed options. Returns the exit status: 0, or 2
+    after a user error's message (in this process or a spawned one); --debug / RESDET_DEBUG=1 raise instead."""
     import torch.multiprocessing as mp
 
-    wrapped = functools.partial(_exit_on_user_errors, main_func, tuple(user_errors))
+    debug = debug_requested()
+    # Fails before any process is spawned, so a bad config is reported once rather than once per process.
+    status = run_tool(lambda: setup_config(args, expected_world_size(args)), debug=debug)
+    if status != 0:
+        return status
+    wrapped = functools.partial(_exit_on_user_errors, main_func, debug)
     try:
-        launch(wrapped, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
+        return run_tool(launch, wrapped, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, (args,),
+                        debug=debug)
     except mp.ProcessExitedException as err:
         # A spawned process already printed its error; exit with its status.
-        sys.exit(err.exit_code or 1)
+        return err.exit_code or 1

@@ -1,10 +1,13 @@
 """Hooks of the training loop: timing, lr schedule, checkpoints, evaluation, metrics writers."""
 import logging
+import os
+import re
 import time
 from typing import Callable, Dict, List, Optional
 
 from . import comm
-from .trainer import HookBase
+from .rng import preserved_rng_state
+from .trainer import HookBase, TrainingDiverged
 
 logger = logging.getLogger(__name__)
 
@@ -45,19 +48,60 @@ class LRScheduler(HookBase):
         self.scheduler.step()
 
 
-class PeriodicCheckpointer(HookBase):
-    """Saves model_{iter:07d}.pth every `period` iterations and model_final.pth after the last one."""
+_PERIODIC_NAME = re.compile(r"model_(\d{7})\.pth")
 
-    def __init__(self, checkpointer, period: int):
+
+class PeriodicCheckpointer(HookBase):
+    """Saves model_{iter:07d}.pth every `period` iterations, and when training stops on a signal, and
+    model_final.pth after the last iteration; with keep > 0 only the newest `keep` model_{iter:07d}.pth stay.
+
+    Weights that became non-finite are not saved: training stops with TrainingDiverged.
+    """
+
+    def __init__(self, checkpointer, period: int, keep: int = 0):
         self.checkpointer = checkpointer
         self.period = period
+        self.keep = keep
+        self._saved_at = -1  # iterations done at the latest save
+
+    def _save(self, name: str, done: int) -> None:
+        try:
+            self.checkpointer.save(name, iteration=done)
+        except FloatingPointError as err:  # the checkpointer's NonFiniteWeightsError: nothing was written
+            raise TrainingDiverged(f"weights became non-finite at iteration {done - 1}: {err}", done - 1) from None
+        self._saved_at = done
+        if self.keep > 0 and self.checkpointer.save_to_disk:
+            self._remove_old()
+
+    def _remove_old(self) -> None:
+        """Delete all but the newest `keep` periodic checkpoints (never the one last_checkpoint names)."""
+        directory = self.checkpointer.save_dir
+        current = os.path.basename(self.checkpointer.get_checkpoint_file() or "")
+        periodic = sorted(name for name in os.listdir(directory) if _PERIODIC_NAME.fullmatch(name))
+        for name in periodic[:-self.keep]:
+            if name == current:
+                continue
+            try:
+                os.remove(os.path.join(directory, name))
+                logger.info("removed old checkpoint %s (SOLVER.CHECKPOINT_KEEP %d)", name, self.keep)
+            except OSError as err:
+                logger.warning("could not remove old checkpoint %s: %s", name, err)
 
     def after_step(self) -> None:
         done = self.trainer.iter + 1  # iterations completed; resuming starts there
         if done >= self.trainer.max_iter:
-            self.checkpointer.save("model_final", iteration=done)
+            self._save("model_final", done)
         elif self.period > 0 and done % self.period == 0:
-            self.checkpointer.save(f"model_{done:07d}", iteration=done)
+            self._save(f"model_{done:07d}", done)
+
+    def after_train(self) -> None:
+        if self.trainer.stop_signal is None:
+            return
+        done = self.trainer.iter
+        if self._saved_at != done:
+            self._save(f"model_{done:07d}", done)
+        # No rank may exit (and have a launcher end the others) before rank 0 has written the file.
+        comm.synchronize()
 
 
 class EvalHook(HookBase):
@@ -71,7 +115,9 @@ class EvalHook(HookBase):
         self.eval_fn = eval_fn
 
     def _evaluate(self) -> None:
-        results = self.eval_fn()
+        # Evaluation must not consume the training's random streams: a resumed run did not evaluate here.
+        with preserved_rng_state():
+            results = self.eval_fn()
         for name, value in results.items():
             self.trainer.storage.put_scalar(f"eval/{name}", value, smoothing=False)
         # The next training step must not start on one rank while another still evaluates.
@@ -111,9 +157,11 @@ class PeriodicWriter(HookBase):
 
 
 def default_hooks(scheduler, checkpointer, checkpoint_period: int, eval_period: int,
-                  eval_fn: Optional[Callable[[], Dict[str, float]]], writers: Optional[List]) -> List[HookBase]:
+                  eval_fn: Optional[Callable[[], Dict[str, float]]], writers: Optional[List],
+                  checkpoint_keep: int = 0) -> List[HookBase]:
     """Timer, lr schedule, checkpoints, evaluation and writers in the order they must run."""
-    hooks = [IterationTimer(), LRScheduler(scheduler), PeriodicCheckpointer(checkpointer, checkpoint_period)]
+    hooks = [IterationTimer(), LRScheduler(scheduler),
+             PeriodicCheckpointer(checkpointer, checkpoint_period, checkpoint_keep)]
     if eval_fn is not None:
         hooks.append(EvalHook(eval_period, eval_fn))
     if writers:

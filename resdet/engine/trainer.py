@@ -2,7 +2,8 @@
 
 Each iteration: `loss_dict = loss_fn(model, batch)`, backward of the summed losses, optimizer step.
 Detection models return their loss dict themselves (`model_losses`); classification uses
-`ClassificationLoss`, which computes cross-entropy from the model's logits.
+`ClassificationLoss`, which computes cross-entropy from the model's logits. A non-finite loss stops training
+before the optimizer step (TrainingDiverged); a StopRequest stops it between iterations.
 """
 import logging
 import math
@@ -14,12 +15,23 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..errors import register_user_error
 from ..utils.events import EventStorage
 from . import comm
+from .signals import StopRequest
 
 logger = logging.getLogger(__name__)
 
 LossFn = Callable[[nn.Module, object], Dict[str, torch.Tensor]]
+
+
+@register_user_error  # reported as a message: the config (learning rate, warmup) or the data need attention
+class TrainingDiverged(FloatingPointError):
+    """A non-finite loss (found before the optimizer step) or non-finite weights (found before a save)."""
+
+    def __init__(self, message: str, iteration: int):
+        super().__init__(message)
+        self.iteration = iteration
 
 
 class HookBase:
@@ -77,10 +89,15 @@ def prepare_model(model: nn.Module, channels_last: bool = False) -> nn.Module:
 
 
 class Trainer:
-    """Runs iterations start_iter..max_iter-1 of `loss_fn` on batches from `data_loader`, calling hooks."""
+    """Runs iterations start_iter..max_iter-1 of `loss_fn` on batches from `data_loader`, calling hooks.
+
+    With a `stop_request` (every rank passes one, or none), the ranks agree after each iteration whether any of
+    them received a stop signal; if so, all stop there, with `stop_signal` set, and the hooks' after_train run
+    (the checkpointer then saves).
+    """
 
     def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
-                 loss_fn: LossFn = model_losses, amp: bool = False):
+                 loss_fn: LossFn = model_losses, amp: bool = False, stop_request: Optional[StopRequest] = None):
         self.model = model
         self.data_loader = data_loader
         self.optimizer = optimizer
@@ -89,6 +106,8 @@ class Trainer:
         self.amp = amp
         # fp16 on CUDA needs loss scaling; bf16 (the CPU autocast type) has fp32's range and does not.
         self.grad_scaler = torch.amp.GradScaler("cuda") if amp and self.device_type == "cuda" else None
+        self.stop_request = stop_request
+        self.stop_signal: Optional[int] = None  # the signal training stopped on, agreed by every rank
         self.hooks: List[HookBase] = []
         self.iter = self.start_iter = self.max_iter = 0
         self.storage: Optional[EventStorage] = None
@@ -119,11 +138,22 @@ class Trainer:
                 self.run_step()
                 for hook in self.hooks:
                     hook.after_step()
-            # after_train sees iter == max_iter only when every iteration ran.
-            self.iter = max_iter
+                if self.iter + 1 < max_iter and self._stop_agreed():
+                    break
+            # Iterations done: after_train sees iter == max_iter only when every iteration ran.
+            self.iter = max_iter if self.stop_signal is None else self.iter + 1
         finally:
             for hook in self.hooks:
                 hook.after_train()
+
+    def _stop_agreed(self) -> bool:
+        """Whether any rank received a stop signal; sets stop_signal (the same on every rank)."""
+        if self.stop_request is None:
+            return False
+        signum = comm.max_over_ranks(self.stop_request.signum or 0)
+        if signum:
+            self.stop_signal = signum
+        return bool(signum)
 
     def run_step(self) -> None:
         """One iteration: next batch, forward under autocast, backward, optimizer step."""
@@ -138,7 +168,8 @@ class Trainer:
         reduced = comm.reduce_loss_dict(loss_dict)
         total_loss = sum(reduced.values())
         if not math.isfinite(total_loss):
-            raise FloatingPointError(f"loss became non-finite at iteration {self.iter}: {reduced}")
+            # Raised before the optimizer step, so the weights stay those of the last finite step.
+            raise TrainingDiverged(f"loss became non-finite at iteration {self.iter}: {reduced}", self.iter)
         self.optimizer.zero_grad(set_to_none=True)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(losses).backward()

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..engine import comm
+from ..errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def predict_scores(model: nn.Module, images, mode: str, device: torch.device) ->
     if mode == "fully_conv":
         probabilities = [F.softmax(model(scaled.to(device)).float(), dim=1) for scaled in images]  # each (1, C)
         return torch.stack(probabilities).mean(dim=0)
-    raise ValueError(f"TEST.CLS_MODE: unknown {mode!r}; choose one of {CLS_MODES}")
+    raise ConfigError(f"TEST.CLS_MODE: unknown {mode!r}; choose one of {CLS_MODES}")
 
 
 @torch.no_grad()

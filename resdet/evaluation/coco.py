@@ -1,17 +1,14 @@
-"""COCO box AP with pycocotools: detections to the COCO result format, COCOeval, a per-category table."""
-import contextlib
-import io
+"""COCO box AP: detections to the COCO result format, COCOeval (pycocotools or faster-coco-eval), a category table."""
 import logging
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from tabulate import tabulate
 from torchvision.ops import box_convert
 
 from ..engine import comm
+from .coco_backends import coco_eval_backend
 from .evaluator import DatasetEvaluator, gather_on_main, save_results, write_json
 
 logger = logging.getLogger(__name__)
@@ -26,11 +23,14 @@ class COCOEvaluator(DatasetEvaluator):
     The json and the contiguous-label -> category-id mapping come from `MetadataCatalog.get(dataset_name)`
     unless `json_file` (and optionally `category_ids`, the category id of each contiguous label; default
     the json's category ids in ascending order) are given. With `output_dir` (cfg.OUTPUT_DIR) the
-    detections go to OUTPUT_DIR/eval/coco_instances_results.json and the metrics into results.json.
+    detections go to OUTPUT_DIR/eval/coco_instances_results.json and the metrics into results.json. `backend`
+    (cfg.TEST.COCO_EVAL_BACKEND) names the COCO API that computes AP: "pycocotools" or "faster_coco_eval".
     """
 
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True,
-                 json_file: Optional[str] = None, category_ids: Optional[Sequence[int]] = None):
+                 json_file: Optional[str] = None, category_ids: Optional[Sequence[int]] = None,
+                 backend: str = "pycocotools"):
+        self.backend = coco_eval_backend(backend)  # first, so that a bad name fails before any inference
         self.dataset_name = dataset_name
         self.output_dir = output_dir
         self.distributed = distributed
@@ -47,11 +47,10 @@ class COCOEvaluator(DatasetEvaluator):
         self._predictions: List[dict] = []  # one entry per image: {"image_id", "instances": [COCO results]}
 
     @property
-    def coco_gt(self) -> COCO:
-        """The ground truth, loaded on first use (only the main process needs it)."""
+    def coco_gt(self) -> Any:
+        """The ground truth as the backend's COCO object, loaded on first use (only the main process needs it)."""
         if self._coco_gt is None:
-            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress to stdout
-                self._coco_gt = COCO(self.json_file)
+            self._coco_gt = self.backend.load_ground_truth(self.json_file)
         return self._coco_gt
 
     def category_ids(self) -> torch.Tensor:
@@ -96,17 +95,9 @@ class COCOEvaluator(DatasetEvaluator):
 
     def _coco_box_ap(self, detections: List[dict], image_ids: List) -> Dict[str, float]:
         """COCOeval "bbox" on the processed images; metrics in %, NaN where no ground truth qualifies."""
-        coco_gt = self.coco_gt
-        summary = io.StringIO()
-        with contextlib.redirect_stdout(summary):
-            coco_eval = COCOeval(coco_gt, coco_gt.loadRes(detections), "bbox")
-            coco_eval.params.imgIds = image_ids
-            coco_eval.evaluate()
-            coco_eval.accumulate()
-            coco_eval.summarize()
-        summary_lines = [line for line in summary.getvalue().splitlines() if line.lstrip().startswith("Average")]
-        logger.info("COCO box evaluation of %r on %d images:\n%s", self.dataset_name, len(image_ids),
-                    "\n".join(summary_lines))
+        coco_eval, summary_lines = self.backend.evaluate_boxes(self.coco_gt, detections, image_ids)
+        logger.info("COCO box evaluation (%s) of %r on %d images:\n%s", self.backend.name, self.dataset_name,
+                    len(image_ids), "\n".join(summary_lines))
         # COCOeval writes -1 where an area range has no ground truth
         metrics = {name: float(stat * 100) if stat >= 0 else float("nan")
                    for name, stat in zip(METRIC_NAMES, coco_eval.stats)}
@@ -114,8 +105,9 @@ class COCOEvaluator(DatasetEvaluator):
         return metrics
 
 
-def per_category_ap(coco_eval: COCOeval) -> Dict[str, float]:
-    """AP in % of each category (IoU 0.5:0.95, all areas, 100 detections); NaN without ground truth."""
+def per_category_ap(coco_eval: Any) -> Dict[str, float]:
+    """AP in % of each category (IoU 0.5:0.95, all areas, 100 detections) of either backend's accumulated COCOeval;
+    NaN without ground truth."""
     precision = coco_eval.eval["precision"]  # (IoU thresholds, recall points, categories, areas, max dets)
     names = [category["name"] for category in coco_eval.cocoGt.loadCats(coco_eval.params.catIds)]
     aps = {}
@@ -126,7 +118,7 @@ def per_category_ap(coco_eval: COCOeval) -> Dict[str, float]:
     return aps
 
 
-def per_category_table(coco_eval: COCOeval, columns: int = 3) -> str:
+def per_category_table(coco_eval: Any, columns: int = 3) -> str:
     """`per_category_ap` as a text table with `columns` category/AP pairs per row."""
     flat = [cell for name, ap in per_category_ap(coco_eval).items() for cell in (name, f"{ap:.2f}")]
     rows = [flat[start:start + 2 * columns] for start in range(0, len(flat), 2 * columns)]

@@ -5,6 +5,8 @@ import torch
 from fvcore.common.registry import Registry
 from torch import nn
 
+from ..errors import ConfigError
+
 META_ARCH_REGISTRY = Registry("META_ARCH")
 META_ARCH_REGISTRY.__doc__ = """Model classes with `from_config(cfg)`, named by MODEL.META_ARCHITECTURE."""
 
@@ -17,7 +19,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"MODEL.DEVICE is {name!r} but CUDA is not available; use MODEL.DEVICE cpu")
+        raise ConfigError(f"MODEL.DEVICE is {name!r} but CUDA is not available; use MODEL.DEVICE cpu")
     return device
 
 
@@ -26,7 +28,7 @@ def build_model(cfg) -> nn.Module:
     name = cfg.MODEL.META_ARCHITECTURE
     if name not in META_ARCH_REGISTRY:
         known = ", ".join(sorted(k for k, _ in META_ARCH_REGISTRY))
-        raise KeyError(f"MODEL.META_ARCHITECTURE: unknown {name!r}; registered: {known}")
+        raise ConfigError(f"MODEL.META_ARCHITECTURE: unknown {name!r}; registered: {known}")
     model = META_ARCH_REGISTRY.get(name).from_config(cfg)
     model.to(resolve_device(cfg.MODEL.DEVICE))
     from ..checkpoint import load_weights

@@ -7,6 +7,7 @@ import torch
 from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler, ParamScheduler
 from torch import nn
 
+from ..errors import ConfigError
 from .lr_scheduler import LRMultiplier, WarmupParamScheduler
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """SGD with momentum (optionally Nesterov) or AdamW (SOLVER.OPTIMIZER); frozen parameters are left out."""
     solver = cfg.SOLVER
     if solver.BACKBONE_LR_FACTOR < 0:
-        raise ValueError(f"SOLVER.BACKBONE_LR_FACTOR: must be >= 0, got {solver.BACKBONE_LR_FACTOR}")
+        raise ConfigError(f"SOLVER.BACKBONE_LR_FACTOR: must be >= 0, got {solver.BACKBONE_LR_FACTOR}")
     groups = param_groups(model, solver.WEIGHT_DECAY, solver.WEIGHT_DECAY_NORM, solver.BACKBONE_LR_FACTOR)
     if not groups:
         raise ValueError("build_optimizer: the model has no trainable parameters")
@@ -58,7 +59,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.SGD(groups, lr=solver.BASE_LR, momentum=solver.MOMENTUM, nesterov=solver.NESTEROV)
     if solver.OPTIMIZER == "AdamW":
         return torch.optim.AdamW(groups, lr=solver.BASE_LR, betas=tuple(solver.BETAS))
-    raise ValueError(f"SOLVER.OPTIMIZER: unknown {solver.OPTIMIZER!r}; choose one of {OPTIMIZERS}")
+    raise ConfigError(f"SOLVER.OPTIMIZER: unknown {solver.OPTIMIZER!r}; choose one of {OPTIMIZERS}")
 
 
 def _steps_within(steps, max_iter: int) -> List[int]:
@@ -66,7 +67,7 @@ def _steps_within(steps, max_iter: int) -> List[int]:
     if len(kept) < len(steps):
         logger.warning("SOLVER.STEPS %s: steps at or after SOLVER.MAX_ITER %d are ignored", list(steps), max_iter)
     if kept != sorted(set(kept)):
-        raise ValueError(f"SOLVER.STEPS must be increasing, got {list(steps)}")
+        raise ConfigError(f"SOLVER.STEPS must be increasing, got {list(steps)}")
     return kept
 
 
@@ -80,10 +81,10 @@ def build_param_scheduler(cfg) -> ParamScheduler:
     elif name == "WarmupCosineLR":
         scheduler = CosineParamScheduler(1.0, 0.0)
     else:
-        raise ValueError(f"SOLVER.LR_SCHEDULER_NAME: unknown {name!r}; choose one of {LR_SCHEDULERS}")
+        raise ConfigError(f"SOLVER.LR_SCHEDULER_NAME: unknown {name!r}; choose one of {LR_SCHEDULERS}")
     if cfg.SOLVER.WARMUP_ITERS <= 0:
         return scheduler
-    return WarmupParamScheduler(scheduler, cfg.SOLVER.WARMUP_FACTOR, min(cfg.SOLVER.WARMUP_ITERS / max_iter, 1.0),
+    return WarmupParamScheduler(scheduler, cfg.SOLVER.WARMUP_FACTOR, cfg.SOLVER.WARMUP_ITERS, max_iter,
                                 cfg.SOLVER.WARMUP_METHOD)
 
 

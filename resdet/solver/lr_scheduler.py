@@ -3,36 +3,38 @@ import math
 from typing import List
 
 import torch
-from fvcore.common.param_scheduler import (
-    CompositeParamScheduler,
-    ConstantParamScheduler,
-    LinearParamScheduler,
-    ParamScheduler,
-)
+from fvcore.common.param_scheduler import ParamScheduler
+
+from ..errors import ConfigError
 
 WARMUP_METHODS = ("linear", "constant")
 
 
-class WarmupParamScheduler(CompositeParamScheduler):
-    """`scheduler` preceded by a warmup over the first `warmup_length` fraction of training.
+class WarmupParamScheduler(ParamScheduler):
+    """`scheduler` preceded by a warmup over the first `warmup_iters` of `max_iter` iterations.
 
     "linear" ramps from warmup_factor * v to v, "constant" holds warmup_factor * v (the paper's
     ResNet-110 warmup: lr 0.01 for 400 iterations, then 0.1), where v is the schedule's value at
-    the end of the warmup.
+    the end of the warmup. The warmup is computed from the iteration number, so iteration i gets the same
+    multiplier whatever max_iter is (a run shorter than its warmup ends during it): a run trained to
+    MAX_ITER N/2 and resumed to N follows the lrs of a run trained to N straight (with a multi-step schedule).
     """
 
-    def __init__(self, scheduler: ParamScheduler, warmup_factor: float, warmup_length: float,
+    def __init__(self, scheduler: ParamScheduler, warmup_factor: float, warmup_iters: int, max_iter: int,
                  warmup_method: str = "linear"):
-        end_value = scheduler(warmup_length)
-        start_value = warmup_factor * end_value
-        if warmup_method == "linear":
-            warmup = LinearParamScheduler(start_value, end_value)
-        elif warmup_method == "constant":
-            warmup = ConstantParamScheduler(start_value)
-        else:
-            raise ValueError(f"SOLVER.WARMUP_METHOD: unknown {warmup_method!r}; choose one of {WARMUP_METHODS}")
-        super().__init__([warmup, scheduler], interval_scaling=["rescaled", "fixed"],
-                         lengths=[warmup_length, 1 - warmup_length])
+        if warmup_method not in WARMUP_METHODS:
+            raise ConfigError(f"SOLVER.WARMUP_METHOD: unknown {warmup_method!r}; choose one of {WARMUP_METHODS}")
+        self.scheduler, self.warmup_iters, self.max_iter, self.method = scheduler, warmup_iters, max_iter, warmup_method
+        self.end_value = scheduler(min(warmup_iters / max_iter, 1.0))
+        self.start_value = warmup_factor * self.end_value
+
+    def __call__(self, where: float) -> float:
+        iteration = round(where * self.max_iter)  # exact: where is iteration / max_iter
+        if iteration >= self.warmup_iters:
+            return self.scheduler(where)
+        if self.method == "constant":
+            return self.start_value
+        return self.start_value + (self.end_value - self.start_value) * iteration / self.warmup_iters
 
 
 class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from resdet.data import DatasetCatalog, DatasetNotFoundError, MetadataCatalog
+from resdet.data import DataError, DatasetCatalog, DatasetNotFoundError, MetadataCatalog
 
 BUILTIN = (
     ["imagenet_train", "imagenet_val", "cifar10_train", "cifar10_train45k", "cifar10_val5k", "cifar10_test"]
@@ -64,8 +64,10 @@ def test_config_only_coco_and_voc_names(toy_env):
 def test_config_only_name_missing_file(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
-    (tmp_path / "a.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
-    assert DatasetCatalog.get(f"coco:{tmp_path}/a.json:{images}") == []
+    empty = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}
+    (tmp_path / "a.json").write_text(json.dumps(empty))
+    with pytest.raises(DataError, match="a.json lists no usable image"):  # registered, read, and empty
+        DatasetCatalog.get(f"coco:{tmp_path}/a.json:{images}")
     with pytest.raises(DatasetNotFoundError, match="missing.json"):
         DatasetCatalog.get(f"coco:{tmp_path}/missing.json:{images}")
     with pytest.raises(ValueError, match="coco:<json_file>:<image_root>"):

@@ -71,6 +71,28 @@ def test_data_and_eval_on_the_toy_sets(capsys, toy_datasets, monkeypatch):
     assert evaluation["resdet"]["images_per_s"] > 0
 
 
+def test_eval_times_coco_evaluation_with_each_backend(capsys):
+    pytest.importorskip("faster_coco_eval")
+    result = run_json(capsys, "--config", TOY_DET, "--task", "eval", "--coco-images", "30", "--detections", "20",
+                      "--iters", "2", "TEST.COCO_EVAL_BACKEND", "faster_coco_eval")
+    assert result["images"] == 30 and result["detections_per_image"] == 20 and result["dataset"] == "synthetic"
+    assert result["iters"] == 2 and result["warmup"] == 0 and result["coco_eval_backend"] == "faster_coco_eval"
+    assert set(result["pycocotools"]) == MODEL_KEYS and set(result["faster_coco_eval"]) == MODEL_KEYS
+    assert result["coco_eval_speedup"] == pytest.approx(result["pycocotools"]["time_s"]
+                                                        / result["faster_coco_eval"]["time_s"])
+    reference = result["bbox"]["pycocotools"]
+    assert set(reference) == {"AP", "AP50", "AP75", "APs", "APm", "APl"} and 0 < reference["AP"] < 100
+    assert result["bbox"]["faster_coco_eval"] == pytest.approx(reference, abs=1e-4)
+    assert "resdet" not in result  # no model was built
+
+
+def test_eval_without_faster_coco_eval_times_pycocotools_alone(capsys, caplog, monkeypatch):
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # as if it were not installed
+    result = run_json(capsys, "--config", TOY_DET, "--task", "eval", "--coco-images", "5", "--detections", "5")
+    assert result["pycocotools"]["time_s"] > 0 and "faster_coco_eval" not in result
+    assert "coco_eval_speedup" not in result and "pip install 'faster-coco-eval" in caplog.text
+
+
 def test_torchvision_classifier_computes_the_resdet_function():
     """Weights copied key by key, the stride moved to the 1x1 convs: the same logits as resdet's model."""
     cfg = setup_cfg(os.path.join(REPO, "configs", "r50_imagenet.yaml"), ["MODEL.DEVICE", "cpu",
@@ -101,6 +123,11 @@ def test_unsupported_comparisons_are_refused(capsys):
     for task in ("train", "eval"):
         with pytest.raises(SystemExit):
             tool["parse_args"](["--config", TOY_DET, "--task", task, "--compare", "onnxruntime"])
+    for misuse in (["--task", "infer", "--coco-images", "5"], ["--task", "eval", "--detections", "5"],
+                   ["--task", "eval", "--coco-images", "5", "--compare", "torchvision"],
+                   ["--task", "eval", "--coco-images", "0"]):
+        with pytest.raises(SystemExit):
+            tool["parse_args"](["--config", TOY_DET, *misuse])
     cifar = os.path.join(REPO, "configs", "cifar", "resnet20.yaml")
     with pytest.raises(ValueError, match="MODEL.BACKBONE.NAME"):
         tool["main"](["--config", cifar, "--task", "infer", "--compare", "torchvision", "--iters", "1",

@@ -57,5 +57,5 @@ def test_missing_key_is_an_error(tmp_path):
     path = tmp_path / "run" / "metrics.json"
     path.parent.mkdir()
     path.write_text(json.dumps({"iteration": 1, "lr": 0.1}) + "\n")
-    assert tool.main(["--metrics", str(path), "--output", str(tmp_path / "x.png")]) == 1
+    assert tool.main(["--metrics", str(path), "--output", str(tmp_path / "x.png")]) == 2
     assert not (tmp_path / "x.png").exists()

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from fvcore.common.registry import Registry
 
+from ...errors import CheckpointError
+
 WEIGHT_CONVERTERS = Registry("WEIGHT_CONVERTERS")
 WEIGHT_CONVERTERS.__doc__ = """WeightConverter entries, named by their format (`--from` of tools/convert_weights.py)."""
 
@@ -54,7 +56,7 @@ def detect_converter(raw: dict, path: str) -> WeightConverter:
     for converter in converters:
         if converter.detect(raw):
             return converter
-    raise ValueError(f"{path}: unrecognised weight format; known formats: {', '.join(converter_names())}")
+    raise CheckpointError(f"{path}: unrecognised weight format; known formats: {', '.join(converter_names())}")
 
 
 def get_converter(name: str) -> WeightConverter:

@@ -2,10 +2,12 @@
 import os
 from typing import Any, Callable, Dict, List, Optional, Union
 
+from ..errors import DataError, DatasetNotRegisteredError
+
 PathSpec = Union[str, Callable[[], str]]  # a path, or a function giving it when the dataset is requested
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(DataError, FileNotFoundError):
     """A registered dataset's files are not where the catalog looks for them."""
 
     def __init__(self, name: str, path: str):
@@ -112,7 +114,9 @@ def _ensure_registered(name: str) -> None:
         return
     known = ", ".join(sorted(DatasetCatalog._loaders))
     forms = ", ".join(f"'{p}:...'" for p in sorted(_SPEC_HANDLERS))
-    raise KeyError(f"dataset {name!r} is not registered; registered: {known}; or use the forms {forms}")
+    raise DatasetNotRegisteredError(
+        f"dataset {name!r} is not registered; registered: {known}; or use the forms {forms}"
+    )
 
 
 class DatasetCatalog:

@@ -5,6 +5,7 @@ from typing import Any, List, Tuple
 import numpy as np
 
 from ...checkpoint.safe_pickle import load_pickle
+from ..errors import DataError
 from .catalog import DatasetCatalog, MetadataCatalog, PathSpec, require_path, resolve_path, under_root
 
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -17,16 +18,29 @@ def _field(batch: dict, key: str) -> Any:
     return batch[key] if key in batch else batch[key.encode()]
 
 
+def read_batch(name: str, path: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Images (n,32,32,3) uint8 RGB and labels (n,) int64 of one batch file; DataError names a malformed one."""
+    batch = load_pickle(path)  # never runs code from the file; raises a user error naming it
+    not_a_batch = DataError(f"dataset {name!r}: {path} is not a CIFAR-10 batch (a dict with 'data' and 'labels')")
+    if not isinstance(batch, dict):
+        raise not_a_batch
+    try:
+        rows, labels = np.asarray(_field(batch, "data")), np.asarray(_field(batch, "labels"))
+    except (KeyError, TypeError, ValueError):  # no such key, unhashable, ragged lists
+        raise not_a_batch from None
+    if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != 3 * 32 * 32:
+        raise DataError(f"dataset {name!r}: {path}: 'data' must be (n, 3072) uint8, found {rows.dtype} {rows.shape}")
+    if labels.shape != rows.shape[:1] or labels.dtype.kind not in "iu" or ((labels < 0) | (labels >= 10)).any():
+        raise DataError(f"dataset {name!r}: {path}: 'labels' must be {len(rows)} integers in 0..9")
+    # rows: 1024 R, 1024 G, 1024 B values
+    return rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels.astype(np.int64)
+
+
 def read_batches(name: str, root: PathSpec, batch_names: List[str]) -> Tuple[np.ndarray, np.ndarray]:
     """Images (N,32,32,3) uint8 RGB and labels (N,) int64 of the named batch files, in order."""
     folder = require_path(name, root)
-    images, labels = [], []
-    for batch_name in batch_names:
-        batch = load_pickle(require_path(name, os.path.join(folder, batch_name)))
-        rows = np.asarray(_field(batch, "data"), dtype=np.uint8)  # (n, 3072): 1024 R, 1024 G, 1024 B
-        images.append(rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels.append(np.asarray(_field(batch, "labels"), dtype=np.int64))
-    return np.concatenate(images), np.concatenate(labels)
+    batches = [read_batch(name, require_path(name, os.path.join(folder, batch_name))) for batch_name in batch_names]
+    return np.concatenate([images for images, _ in batches]), np.concatenate([labels for _, labels in batches])
 
 
 def load_cifar10(name: str, root: PathSpec, split: str) -> List[dict]:
@@ -41,14 +55,21 @@ def load_cifar10(name: str, root: PathSpec, split: str) -> List[dict]:
 
 def read_label_names(name: str, root: PathSpec) -> List[str]:
     """Class names from batches.meta."""
-    meta = load_pickle(require_path(name, os.path.join(resolve_path(root), "batches.meta")))
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in _field(meta, "label_names")]
+    path = require_path(name, os.path.join(resolve_path(root), "batches.meta"))
+    meta = load_pickle(path)
+    try:
+        names = list(_field(meta, "label_names")) if isinstance(meta, dict) else None
+    except (KeyError, TypeError):
+        names = None
+    if names is None:
+        raise DataError(f"dataset {name!r}: {path} has no 'label_names' list")
+    return [n.decode(errors="replace") if isinstance(n, bytes) else str(n) for n in names]
 
 
 def register_cifar10(name: str, root: PathSpec, split: str) -> None:
     """Register one split of a cifar-10-batches-py folder."""
     if split not in ("train", "train45k", "val5k", "test"):
-        raise ValueError(f"dataset {name!r}: unknown CIFAR-10 split {split!r}")
+        raise DataError(f"dataset {name!r}: unknown CIFAR-10 split {split!r}")
     DatasetCatalog.register(name, lambda: load_cifar10(name, root, split))
     meta = MetadataCatalog.get(name).set(image_root=root, evaluator_type="classification")
     meta.set_lazy(lambda: {"thing_classes": read_label_names(name, root)})

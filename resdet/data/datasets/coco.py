@@ -1,18 +1,28 @@
-"""COCO-format detection datasets: instances json + image folder -> resdet dataset dicts."""
-import contextlib
-import io
+"""COCO-format detection datasets: instances json + image folder -> resdet dataset dicts.
+
+Malformed entries are dropped (or boxes clipped) and counted in one warning per dataset; a file that is
+not a COCO instances json at all raises DataError naming it.
+"""
+import json
 import logging
 import os
-from typing import Dict, List
+from typing import Container, Dict, List, Optional, Tuple
 
 import numpy as np
-from pycocotools.coco import COCO
 
+from ..errors import DataError
 from .catalog import (
-    DatasetCatalog, MetadataCatalog, PathSpec, register_spec_prefix, require_path, resolve_path, under_root,
+    DatasetCatalog, MetadataCatalog, PathSpec, register_spec_prefix, require_path, under_root,
+)
+from .issues import (
+    DROPPED_ANNOTATIONS, DROPPED_IMAGES, DataIssues, check_boxes, report_issues, short_repr,
 )
 
 logger = logging.getLogger(__name__)
+
+_REAL_TYPES = {int, float}  # a bbox value's exact type (JSON true/false become bools, which are ints)
+# Larger coordinates are treated as not finite: x + width of two of them still fits a float64.
+_MAX_COORDINATE = 1e300
 
 # The 80 COCO categories in id order; ids run 1..90 with these ten left out.
 _COCO_MISSING_IDS = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
@@ -41,52 +51,176 @@ def category_metadata(categories: List[dict]) -> Dict[str, object]:
     }
 
 
-def _load_coco_api(name: str, json_file: PathSpec) -> COCO:
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_coco_json(path: str) -> dict:
+    """The parsed json at `path`, checked to be an object with 'images' and 'categories' lists."""
+    try:
+        with open(path, "rb") as file:
+            data = json.load(file)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    except (ValueError, RecursionError) as err:  # not UTF-8/16/32 text, an integer too long, nesting too deep
+        raise DataError(f"{path}: not valid JSON: {err}") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read: {err.strerror or err}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a COCO instances JSON object, found {short_repr(data)}")
+    for key in ("images", "categories", "annotations"):
+        if not isinstance(data.get(key, []), list):
+            raise DataError(f"{path}: {key!r} must be a list, found {short_repr(data[key])}")
+        if key != "annotations" and key not in data:
+            raise DataError(f"{path}: no {key!r} list; is this a COCO instances file?")
+    return data
+
+
+def parse_categories(data: dict, path: str) -> List[dict]:
+    """The json's categories as {"id": int, "name": str}; malformed or duplicate entries raise DataError."""
+    categories, seen = [], set()
+    for index, entry in enumerate(data["categories"]):
+        if not (isinstance(entry, dict) and _is_int(entry.get("id")) and isinstance(entry.get("name"), str)):
+            raise DataError(f"{path}: categories[{index}] needs an integer 'id' and a string 'name', "
+                            f"found {short_repr(entry)}")
+        if entry["id"] in seen:
+            raise DataError(f"{path}: categories[{index}]: category id {entry['id']} appears twice")
+        seen.add(entry["id"])
+        categories.append({"id": entry["id"], "name": entry["name"]})
+    if not categories:
+        raise DataError(f"{path}: 'categories' is empty; name at least one category")
+    return categories
+
+
+def _image_problem(entry: object, seen_ids: Container[int]) -> Optional[str]:
+    """Why an 'images' entry cannot be used, or None."""
+    if not isinstance(entry, dict):
+        return "not a JSON object"
+    if not _is_int(entry.get("id")):
+        return "no integer 'id'"
+    if entry["id"] in seen_ids:
+        return "image id listed twice"
+    if not (isinstance(entry.get("file_name"), str) and entry["file_name"]):
+        return "no 'file_name'"
+    sizes = (entry.get("height"), entry.get("width"))
+    if not all(_is_number(v) and 1 <= v < 2**31 and float(v).is_integer() for v in sizes):
+        return "no positive integer 'height' and 'width'"
+    return None
+
+
+def _parse_images(data: dict, root: str, issues: DataIssues) -> Dict[int, dict]:
+    """image id -> record without annotations, in the json's order; unusable entries are dropped."""
+    records: Dict[int, dict] = {}
+    for index, entry in enumerate(data["images"]):
+        problem = _image_problem(entry, records.keys())
+        if problem:
+            issues.add(DROPPED_IMAGES, problem, [f"images[{index}] {short_repr(entry)}"])
+            continue
+        records[entry["id"]] = {"file_name": os.path.join(root, entry["file_name"]), "image_id": entry["id"],
+                                "height": int(entry["height"]), "width": int(entry["width"]), "annotations": []}
+    return records
+
+
+def _annotation_problem(entry: object, records: Dict[int, dict], id_map: Dict[int, int]) -> Optional[str]:
+    """Why an 'annotations' entry cannot be used (before its box is checked), or None."""
+    if not isinstance(entry, dict):
+        return "not a JSON object"
+    for key in ("image_id", "category_id", "bbox"):
+        if key not in entry:
+            return f"no {key!r}"
+    if not (_is_int(entry["image_id"]) and entry["image_id"] in records):
+        return "image_id not among the usable 'images'"
+    if not (_is_int(entry["category_id"]) and entry["category_id"] in id_map):
+        return "category_id not in 'categories'"
+    bbox = entry["bbox"]
+    # set(map(type, ...)) keeps this check fast over the 10^6 annotations of a large dataset
+    if not (isinstance(bbox, list) and len(bbox) == 4 and set(map(type, bbox)) <= _REAL_TYPES):
+        return "bbox is not [x, y, width, height]"
+    if entry.get("iscrowd", 0) not in (0, 1):
+        return "iscrowd is not 0 or 1"
+    return None
+
+
+def _annotation_name(index: int, entry: dict) -> str:
+    return f"annotations[{index}] (id {short_repr(entry.get('id'))}, image {short_repr(entry.get('image_id'))})"
+
+
+def _select_annotations(data: dict, records: Dict[int, dict], id_map: Dict[int, int],
+                        issues: DataIssues) -> Tuple[List[int], List[dict]]:
+    """Indices and entries of the annotations whose fields are usable; the others are recorded and dropped."""
+    indices, entries = [], []
+    for index, entry in enumerate(data.get("annotations", [])):
+        problem = _annotation_problem(entry, records, id_map)
+        if problem is None:
+            indices.append(index)
+            entries.append(entry)
+            continue
+        if isinstance(entry, dict):
+            shown = {key: entry[key] for key in ("category_id", "bbox", "iscrowd") if key in entry}
+            issues.add(DROPPED_ANNOTATIONS, problem, [f"{_annotation_name(index, entry)} {short_repr(shown)}"])
+        else:
+            issues.add(DROPPED_ANNOTATIONS, problem, [f"annotations[{index}] {short_repr(entry)}"])
+    return indices, entries
+
+
+def coco_dataset_dicts(data: dict, path: str, root: str, id_map: Dict[int, int], issues: DataIssues) -> List[dict]:
+    """Dataset dicts (sorted by image id) of parsed COCO json `data`; boxes become [x1, y1, x2, y2]."""
+    records = _parse_images(data, root, issues)
+    indices, entries = _select_annotations(data, records, id_map, issues)
+    image_of = [records[entry["image_id"]] for entry in entries]
+    xywh = _coordinates([entry["bbox"] for entry in entries])
+    with np.errstate(over="ignore", invalid="ignore"):
+        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)  # (M,4) x1y1x2y2
+    heights = np.array([r["height"] for r in image_of], dtype=np.float64)
+    widths = np.array([r["width"] for r in image_of], dtype=np.float64)
+
+    def describe(k: int) -> str:
+        size = f"{widths[k]:.0f}x{heights[k]:.0f}"
+        return f"{_annotation_name(indices[k], entries[k])} bbox {entries[k]['bbox']} in a {size} image"
+
+    keep, boxes = check_boxes(boxes, heights, widths, describe, issues)
+    for entry, record, box, kept in zip(entries, image_of, boxes.tolist(), keep.tolist()):
+        if kept:
+            record["annotations"].append({"bbox": box, "category_id": id_map[entry["category_id"]],
+                                          "iscrowd": int(entry.get("iscrowd", 0)), "difficult": False})
+    return [records[image_id] for image_id in sorted(records)]
+
+
+def _coordinates(bboxes: List[list]) -> np.ndarray:
+    """(M,4) float64 of lists of 4 ints or floats; values too large for float64 arithmetic become NaN."""
+    try:
+        values = np.array(bboxes, dtype=np.float64).reshape(-1, 4)
+    except OverflowError:  # a JSON integer beyond float64
+        values = np.array([[float(v) if abs(v) < _MAX_COORDINATE else np.nan for v in box] for box in bboxes],
+                          dtype=np.float64).reshape(-1, 4)
+    values[np.abs(values) >= _MAX_COORDINATE] = np.nan
+    return values
+
+
+def _metadata_from_json(name: str, json_file: PathSpec) -> Dict[str, object]:
     path = require_path(name, json_file)
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        return COCO(path)
+    return category_metadata(parse_categories(read_coco_json(path), path))
 
 
 def load_coco_json(name: str, json_file: PathSpec, image_root: PathSpec) -> List[dict]:
     """Dataset dicts of a COCO instances json; boxes become [x1, y1, x2, y2], categories contiguous."""
-    api = _load_coco_api(name, json_file)
+    path = require_path(name, json_file)
     root = require_path(name, image_root)
+    data = read_coco_json(path)
     id_map = MetadataCatalog.get(name).thing_dataset_id_to_contiguous_id
-    json_ids = {c["id"] for c in api.dataset.get("categories", [])}
-    if json_ids != set(id_map):
-        raise ValueError(f"dataset {name!r}: category ids of {resolve_path(json_file)} differ from its metadata")
-    dicts = []
-    for image_id in sorted(api.imgs):
-        info = api.imgs[image_id]
-        anns = api.imgToAnns.get(image_id, [])
-        dicts.append({
-            "file_name": os.path.join(root, info["file_name"]),
-            "image_id": image_id,
-            "height": int(info["height"]),
-            "width": int(info["width"]),
-            "annotations": _convert_annotations(anns, id_map),
-        })
-    logger.info("dataset %s: %d images from %s", name, len(dicts), resolve_path(json_file))
+    if {c["id"] for c in parse_categories(data, path)} != set(id_map):
+        raise DataError(f"dataset {name!r}: category ids of {path} differ from the dataset's metadata")
+    issues = DataIssues(path)
+    dicts = coco_dataset_dicts(data, path, root, id_map, issues)
+    report_issues(name, issues)
+    if not dicts:
+        raise DataError("\n  ".join([f"dataset {name!r}: {path} lists no usable image"] + issues.lines()))
+    logger.info("dataset %s: %d images from %s", name, len(dicts), path)
     return dicts
-
-
-def _convert_annotations(anns: List[dict], id_map: Dict[int, int]) -> List[dict]:
-    """COCO annotations -> resdet annotations; boxes without area are dropped."""
-    if not anns:
-        return []
-    xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
-    keep = (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
-    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
-    return [
-        {
-            "bbox": box.tolist(),
-            "category_id": id_map[ann["category_id"]],
-            "iscrowd": int(ann.get("iscrowd", 0)),
-            "difficult": False,
-        }
-        for ann, box, ok in zip(anns, xyxy, keep)
-        if ok
-    ]
 
 
 def register_coco_instances(name: str, json_file: PathSpec, image_root: PathSpec) -> None:
@@ -94,14 +228,14 @@ def register_coco_instances(name: str, json_file: PathSpec, image_root: PathSpec
     DatasetCatalog.register(name, lambda: load_coco_json(name, json_file, image_root))
     meta = MetadataCatalog.get(name)
     meta.set(json_file=json_file, image_root=image_root, evaluator_type="coco")
-    meta.set_lazy(lambda: category_metadata(_load_coco_api(name, json_file).dataset["categories"]))
+    meta.set_lazy(lambda: _metadata_from_json(name, json_file))
 
 
 def _register_from_spec(name: str, rest: str) -> None:
     """'coco:<json_file>:<image_root>' from DATASETS.TRAIN / TEST."""
     json_file, sep, image_root = rest.partition(":")
     if not (sep and json_file and image_root):
-        raise ValueError(f"dataset {name!r}: expected 'coco:<json_file>:<image_root>'")
+        raise DataError(f"dataset {name!r}: expected 'coco:<json_file>:<image_root>'")
     register_coco_instances(name, json_file, image_root)
 
 

@@ -2,6 +2,7 @@
 import os
 from typing import List
 
+from ..errors import DataError
 from .catalog import DatasetCatalog, MetadataCatalog, PathSpec, require_path, under_root
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -22,7 +23,7 @@ def load_image_folder(name: str, root: PathSpec) -> List[dict]:
         files = sorted(e.name for e in os.scandir(class_dir) if e.name.lower().endswith(IMAGE_EXTENSIONS))
         dicts.extend({"file_name": os.path.join(class_dir, f), "label": label} for f in files)
     if not dicts:
-        raise ValueError(f"dataset {name!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) below {path}/<class>/")
+        raise DataError(f"dataset {name!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) below {path}/<class>/")
     return dicts
 
 

@@ -1,6 +1,7 @@
 """BACKBONE_REGISTRY and the function that builds the configured backbone."""
 from fvcore.common.registry import Registry
 
+from ...errors import ConfigError
 from .backbone import Backbone, ShapeSpec
 
 BACKBONE_REGISTRY = Registry("BACKBONE")
@@ -14,7 +15,7 @@ def build_backbone(cfg, input_shape: ShapeSpec = None) -> Backbone:
     name = cfg.MODEL.BACKBONE.NAME
     if name not in BACKBONE_REGISTRY:
         known = ", ".join(sorted(k for k, _ in BACKBONE_REGISTRY))
-        raise KeyError(f"MODEL.BACKBONE.NAME: unknown backbone {name!r}; registered: {known}")
+        raise ConfigError(f"MODEL.BACKBONE.NAME: unknown backbone {name!r}; registered: {known}")
     backbone = BACKBONE_REGISTRY.get(name)(cfg, input_shape)
     assert isinstance(backbone, Backbone), f"{name} must return a Backbone"
     return backbone

@@ -2,6 +2,7 @@
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import ConfigError
 from .backbone import ShapeSpec
 from .build import BACKBONE_REGISTRY
 from .conv_norm import conv_norm
@@ -29,7 +30,7 @@ def build_cifar_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """6n+2 layers on maps of 32, 16, 8 with WIDTHS filters; RESIDUAL False gives the plain net."""
     r, c = cfg.MODEL.RESNETS, cfg.MODEL.CIFAR_RESNET
     if len(c.WIDTHS) != 3:
-        raise ValueError(f"MODEL.CIFAR_RESNET.WIDTHS: need three stage widths, got {list(c.WIDTHS)}")
+        raise ConfigError(f"MODEL.CIFAR_RESNET.WIDTHS: need three stage widths, got {list(c.WIDTHS)}")
     stem = CifarStem(input_shape.channels, c.WIDTHS[0], r.NORM)
     stages, in_channels = [], c.WIDTHS[0]
     for index, width in enumerate(c.WIDTHS):

@@ -7,6 +7,7 @@ import torch
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from ...errors import ConfigError
 from .backbone import Backbone, ShapeSpec
 from .build import BACKBONE_REGISTRY
 from .resnet import STAGE_NAMES, build_resnet_backbone
@@ -20,11 +21,11 @@ class FPN(Backbone):
     def __init__(self, bottom_up: Backbone, in_features: Sequence[str], out_channels: int, top_block: str = "maxpool"):
         super().__init__()
         if top_block not in TOP_BLOCKS:
-            raise ValueError(f"MODEL.FPN.TOP_BLOCK: unknown {top_block!r}; choose one of {TOP_BLOCKS}")
+            raise ConfigError(f"MODEL.FPN.TOP_BLOCK: unknown {top_block!r}; choose one of {TOP_BLOCKS}")
         shapes = bottom_up.output_shape()
         unknown = [f for f in in_features if f not in STAGE_NAMES or f not in shapes]
         if unknown:
-            raise ValueError(f"MODEL.FPN.IN_FEATURES: {unknown} are not ResNet stages in "
+            raise ConfigError(f"MODEL.FPN.IN_FEATURES: {unknown} are not ResNet stages in "
                              f"MODEL.RESNETS.OUT_FEATURES {list(shapes)}")
         self.bottom_up = bottom_up
         self.in_features = list(in_features)

@@ -11,6 +11,7 @@ from fvcore.nn.weight_init import c2_msra_fill
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from ...errors import ConfigError
 from .backbone import Backbone, ShapeSpec
 from .build import BACKBONE_REGISTRY
 from .conv_norm import conv_norm
@@ -32,7 +33,7 @@ def get_norm(norm: str, channels: int) -> nn.Module:
         return nn.SyncBatchNorm(channels)
     if norm == "GN":
         return nn.GroupNorm(min(32, channels), channels)
-    raise ValueError(f"MODEL.RESNETS.NORM: unknown norm {norm!r}; choose one of {NORMS}")
+    raise ConfigError(f"MODEL.RESNETS.NORM: unknown norm {norm!r}; choose one of {NORMS}")
 
 
 class Projection(nn.Module):
@@ -64,7 +65,7 @@ class ZeroPadShortcut(nn.Module):
 def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int, norm: str) -> Optional[nn.Module]:
     """The shortcut of one block: None means identity."""
     if kind not in SHORTCUTS:
-        raise ValueError(f"MODEL.RESNETS.SHORTCUT: unknown option {kind!r}; choose one of {SHORTCUTS}")
+        raise ConfigError(f"MODEL.RESNETS.SHORTCUT: unknown option {kind!r}; choose one of {SHORTCUTS}")
     changes_shape = in_channels != out_channels or stride != 1
     if kind == "C" or (kind == "B" and changes_shape):
         return Projection(in_channels, out_channels, stride, norm)
@@ -214,7 +215,7 @@ class ResNet(Backbone):
             self._out_feature_strides[name] = stride
         for name in self._out_features:
             if name not in self._out_feature_channels:
-                raise ValueError(f"MODEL.RESNETS.OUT_FEATURES: {name!r} is not one of stem, {', '.join(STAGE_NAMES)}")
+                raise ConfigError(f"MODEL.RESNETS.OUT_FEATURES: {name!r} is not one of stem, {', '.join(STAGE_NAMES)}")
         self.freeze(freeze_at)
 
     def freeze(self, freeze_at: int) -> "ResNet":
@@ -252,7 +253,7 @@ def resnet_stage_specs(cfg, in_channels: int, num_stages: int) -> List[dict]:
     """Keyword arguments of make_stage for res2..res{num_stages+1} from cfg.MODEL.RESNETS."""
     r = cfg.MODEL.RESNETS
     if r.DEPTH not in BLOCKS_PER_DEPTH:
-        raise ValueError(f"MODEL.RESNETS.DEPTH: {r.DEPTH} is not one of {sorted(BLOCKS_PER_DEPTH)}")
+        raise ConfigError(f"MODEL.RESNETS.DEPTH: {r.DEPTH} is not one of {sorted(BLOCKS_PER_DEPTH)}")
     bottleneck = r.DEPTH >= 50
     width = r.NUM_GROUPS * r.WIDTH_PER_GROUP
     out_channels = r.RES2_OUT_CHANNELS if bottleneck else width
@@ -278,7 +279,7 @@ def build_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     out_features = list(r.OUT_FEATURES)
     unknown = [f for f in out_features if f not in ("stem",) + STAGE_NAMES]
     if unknown:
-        raise ValueError(f"MODEL.RESNETS.OUT_FEATURES: unknown {unknown}; use stem, res2, res3, res4, res5")
+        raise ConfigError(f"MODEL.RESNETS.OUT_FEATURES: unknown {unknown}; use stem, res2, res3, res4, res5")
     num_stages = max([STAGE_NAMES.index(f) + 1 for f in out_features if f != "stem"] or [0])
     stem = BasicStem(input_shape.channels, r.STEM_OUT_CHANNELS, r.NORM)
     stages = [make_stage(**spec) for spec in resnet_stage_specs(cfg, r.STEM_OUT_CHANNELS, num_stages)]

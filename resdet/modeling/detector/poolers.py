@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torchvision.ops import box_area, roi_pool
 
+from ...errors import ConfigError
 from .roi_align import roi_align
 
 POOLER_TYPES = ("ROIAlignV2", "ROIAlign", "ROIPool")
@@ -29,7 +30,7 @@ class ROIPooler(nn.Module):
                  pooler_type: str = "ROIAlignV2"):
         super().__init__()
         if pooler_type not in POOLER_TYPES:
-            raise ValueError(f"MODEL.ROI_BOX_HEAD.POOLER_TYPE: unknown {pooler_type!r}; choose one of {POOLER_TYPES}")
+            raise ConfigError(f"MODEL.ROI_BOX_HEAD.POOLER_TYPE: unknown {pooler_type!r}; choose one of {POOLER_TYPES}")
         levels = [math.log2(s) for s in strides]
         if len(strides) > 1 and levels != list(range(int(levels[0]), int(levels[0]) + len(strides))):
             raise ValueError(f"ROIPooler: multi-level pooling needs strides 2^k, 2^(k+1), ..., got {list(strides)}")

@@ -12,6 +12,7 @@ from fvcore.common.registry import Registry
 from torch import nn
 from torchvision.ops import box_iou
 
+from ...errors import ConfigError
 from ..backbone import ShapeSpec
 from ..backbone.resnet import init_weights, make_stage, resnet_stage_specs
 from .box_coder import BoxCoder
@@ -159,7 +160,7 @@ def _pooler(cfg, input_shape: Dict[str, ShapeSpec]) -> ROIPooler:
     b = cfg.MODEL.ROI_BOX_HEAD
     missing = [f for f in cfg.MODEL.ROI_HEADS.IN_FEATURES if f not in input_shape]
     if missing:
-        raise ValueError(f"MODEL.ROI_HEADS.IN_FEATURES: {missing} not among the backbone outputs {list(input_shape)}")
+        raise ConfigError(f"MODEL.ROI_HEADS.IN_FEATURES: {missing} not among the backbone outputs {list(input_shape)}")
     strides = [input_shape[f].stride for f in cfg.MODEL.ROI_HEADS.IN_FEATURES]
     return ROIPooler(b.POOLER_RESOLUTION, strides, b.POOLER_SAMPLING_RATIO, b.POOLER_TYPE)
 
@@ -180,14 +181,14 @@ class Res5ROIHeads(ROIHeads):
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> "Res5ROIHeads":
         """Build res5 like the backbone's (depth, norm, stride_in_1x1), with stride 2 in its first block."""
         if len(cfg.MODEL.ROI_HEADS.IN_FEATURES) != 1:
-            raise ValueError(f"MODEL.ROI_HEADS.IN_FEATURES: Res5ROIHeads pools one feature map, "
+            raise ConfigError(f"MODEL.ROI_HEADS.IN_FEATURES: Res5ROIHeads pools one feature map, "
                              f"got {list(cfg.MODEL.ROI_HEADS.IN_FEATURES)}")
         if cfg.MODEL.RESNETS.RES5_DILATION != 1:
-            raise ValueError("MODEL.RESNETS.RES5_DILATION: Res5ROIHeads needs 1 (res5 halves the pooled regions)")
+            raise ConfigError("MODEL.RESNETS.RES5_DILATION: Res5ROIHeads needs 1 (res5 halves the pooled regions)")
         spec = resnet_stage_specs(cfg, cfg.MODEL.RESNETS.STEM_OUT_CHANNELS, 4)[3]
         channels = input_shape[cfg.MODEL.ROI_HEADS.IN_FEATURES[0]].channels
         if spec["in_channels"] != channels:
-            raise ValueError(f"MODEL.ROI_HEADS.IN_FEATURES: res5 expects {spec['in_channels']} channels, "
+            raise ConfigError(f"MODEL.ROI_HEADS.IN_FEATURES: res5 expects {spec['in_channels']} channels, "
                              f"the feature has {channels}")
         res5 = make_stage(**spec)
         init_weights(res5, cfg.MODEL.RESNETS.ZERO_INIT_RESIDUAL)
@@ -214,7 +215,7 @@ class StandardROIHeads(ROIHeads):
         pooler = _pooler(cfg, input_shape)
         channels = {input_shape[f].channels for f in cfg.MODEL.ROI_HEADS.IN_FEATURES}
         if len(channels) != 1:
-            raise ValueError(f"MODEL.ROI_HEADS.IN_FEATURES: levels need equal channels, got {channels}")
+            raise ConfigError(f"MODEL.ROI_HEADS.IN_FEATURES: levels need equal channels, got {channels}")
         box_head = FCBoxHead(channels.pop(), b.POOLER_RESOLUTION, b.NUM_FC, b.FC_DIM)
         return cls(box_head, in_features=cfg.MODEL.ROI_HEADS.IN_FEATURES, pooler=pooler,
                    box_predictor=_predictor(cfg, box_head.output_size), **cls.shared_config(cfg))
@@ -229,5 +230,5 @@ def build_roi_heads(cfg, input_shape: Dict[str, ShapeSpec]) -> ROIHeads:
     name = cfg.MODEL.ROI_HEADS.NAME
     if name not in ROI_HEADS_REGISTRY:
         known = ", ".join(sorted(k for k, _ in ROI_HEADS_REGISTRY))
-        raise KeyError(f"MODEL.ROI_HEADS.NAME: unknown {name!r}; registered: {known}")
+        raise ConfigError(f"MODEL.ROI_HEADS.NAME: unknown {name!r}; registered: {known}")
     return ROI_HEADS_REGISTRY.get(name).from_config(cfg, input_shape)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_iou
 
+from ...errors import ConfigError
 from ..backbone import ShapeSpec
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder, box_regression_loss
@@ -67,7 +68,7 @@ class RPN(nn.Module):
                  loss_weight: float = 1.0, boundary_thresh: float = -1):
         super().__init__()
         if rank_by not in RANKINGS:
-            raise ValueError(f"MODEL.RPN.RANK_BY: unknown {rank_by!r}; choose one of {RANKINGS}")
+            raise ConfigError(f"MODEL.RPN.RANK_BY: unknown {rank_by!r}; choose one of {RANKINGS}")
         self.in_features = list(in_features)
         self.rpn_head = head
         self.anchor_generator = anchor_generator
@@ -92,16 +93,16 @@ class RPN(nn.Module):
         r = cfg.MODEL.RPN
         missing = [f for f in r.IN_FEATURES if f not in input_shape]
         if missing:
-            raise ValueError(f"MODEL.RPN.IN_FEATURES: {missing} not among the backbone outputs {list(input_shape)}")
+            raise ConfigError(f"MODEL.RPN.IN_FEATURES: {missing} not among the backbone outputs {list(input_shape)}")
         channels = {input_shape[f].channels for f in r.IN_FEATURES}
         if len(channels) != 1:
-            raise ValueError(f"MODEL.RPN.IN_FEATURES: the shared head needs equal channels, got {channels}")
+            raise ConfigError(f"MODEL.RPN.IN_FEATURES: the shared head needs equal channels, got {channels}")
         anchor_generator = AnchorGenerator.from_config(cfg, [input_shape[f].stride for f in r.IN_FEATURES])
         if len(set(anchor_generator.num_anchors)) != 1:
-            raise ValueError(f"MODEL.ANCHOR_GENERATOR: the shared RPN head needs as many anchors on every level, "
+            raise ConfigError(f"MODEL.ANCHOR_GENERATOR: the shared RPN head needs as many anchors on every level, "
                              f"got {anchor_generator.num_anchors}")
         if len(r.HEAD_CONV_DIMS) != 1:
-            raise ValueError(f"MODEL.RPN.HEAD_CONV_DIMS: exactly one conv is supported, got {list(r.HEAD_CONV_DIMS)}")
+            raise ConfigError(f"MODEL.RPN.HEAD_CONV_DIMS: exactly one conv is supported, got {list(r.HEAD_CONV_DIMS)}")
         in_channels = channels.pop()
         conv_channels = in_channels if r.HEAD_CONV_DIMS[0] == -1 else r.HEAD_CONV_DIMS[0]
         head = RPNHead(in_channels, anchor_generator.num_anchors[0], conv_channels)
