@@ -24,6 +24,7 @@ _TRUNK_KEY = re.compile(r"(?:^|\.)((?:stem|res[2-5])\..+)$")
 _IGNORED_SUFFIX = ".num_batches_tracked"  # BN bookkeeping; FrozenBatchNorm2d has none
 # torch.load(weights_only=True) names the global it refused: "... GLOBAL posix.system ..."
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_WEIGHTS_UNPICKLER_REASON = re.compile(r"WeightsUnpickler error:\s*(\S[^\n]*)")
 
 
 @dataclass
@@ -76,7 +77,12 @@ def read_torch_file(path: str) -> Any:
                 f"{path}: refusing to load the pickle global {refused.group(1)}: a file naming it can run code. "
                 "Weight files may hold only tensors, numbers and plain containers; use a file from a trusted "
                 "source saved as a state dict (torch.save(model.state_dict(), path))") from None
-        raise CheckpointError(f"{path}: not a readable torch file ({_first_line(err)})") from None
+        # torch's own message suggests weights_only=False, which would run whatever the file holds: give only why
+        reason = _WEIGHTS_UNPICKLER_REASON.search(str(err))
+        raise UnsafePickleError(
+            f"{path}: refused: the safe loader cannot read it ({reason.group(1) if reason else _first_line(err)}); "
+            "a weight file may hold only tensors, numbers and plain containers. Load it only if you trust its "
+            "source, and save it again as a state dict (torch.save(model.state_dict(), path))") from None
     except Exception as err:  # torch raises many types on a truncated, empty or foreign file (EOFError, KeyError...)
         raise CheckpointError(f"{path}: not a readable torch file ({type(err).__name__}: {_first_line(err)}); "
                               "is it complete? download or save it again") from None

@@ -59,9 +59,10 @@ def test_payload_runs_code_when_unpickled_naively(tmp_path):
 
 def test_load_weights_refuses(hostile):
     path, marker = hostile
-    with pytest.raises(CheckpointError, match=os.path.basename(path)):
+    with pytest.raises(UnsafePickleError, match=os.path.basename(path)) as err:
         load_weights(nn.Linear(1, 1), path)
     assert not marker.exists()
+    assert "weights_only" not in str(err.value)  # torch's advice to load unsafely is not passed on
 
 
 @pytest.mark.parametrize("key", ["MODEL.WEIGHTS", "MODEL.BACKBONE.WEIGHTS"])
