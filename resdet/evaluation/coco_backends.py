@@ -1,7 +1,7 @@
 """The COCO API implementations box AP can run on: pycocotools, or faster-coco-eval's drop-ins (TEST.COCO_EVAL_BACKEND).
 
 Both take the same ground truth and detections and give the same COCOeval results (tests/evaluation/
-test_coco_backends.py); faster-coco-eval matches and accumulates in C++: 7 times faster on 5000 images x 100
+test_coco_backends.py); faster-coco-eval matches and accumulates in C++: 8 times faster on 5000 images x 100
 detections (tools/benchmark.py --task eval --coco-images 5000).
 """
 import contextlib
