@@ -11,10 +11,10 @@ with the same weights, timed interleaved (one run of each in turn) in one proces
         --compare onnxruntime
 
 Tasks; times are medians over --iters runs after --warmup runs:
-  infer  eval-mode forward of one synthetic image: a detector's at INPUT.MIN/MAX_SIZE_TEST with width = --aspect
-         times height, a classifier's at INPUT.CROP.SIZE
-  train  one SGD step (lr 0, so that every step does the same work) on SOLVER.IMS_PER_BATCH synthetic images
-         (at most --batch) at the largest training size, a detector's with 5 synthetic boxes per image
+  infer  eval-mode forward of --batch (default 1) synthetic images: a detector's at INPUT.MIN/MAX_SIZE_TEST with
+         width = --aspect times height, a classifier's at INPUT.CROP.SIZE
+  train  one SGD step (lr 0, so that every step does the same work) on --batch (default SOLVER.IMS_PER_BATCH) synthetic
+         images at the largest training size, a detector's with 5 synthetic boxes per image
   data   the training loader's throughput on DATASETS.TRAIN, in images/s (no --compare)
   eval   inference over the DATASETS.TEST[0] loader (the first --iters batches), the loading not timed; with
          --coco-images N instead COCO box evaluation alone (no model) of a synthetic COCO-like set of N images
@@ -126,7 +126,7 @@ def calibrate_frozen_norms(model: nn.Module, run: Callable[[], object]) -> bool:
 
 
 def count_proposals(rpn: nn.Module, run: Callable[[], object]) -> int:
-    """Proposals the RPN module (resdet's Proposals or torchvision's list of boxes) returns in one run()."""
+    """Proposals the RPN module (resdet's Proposals or torchvision's list of boxes) returns in one run(), all images."""
     counts = []
 
     def record(module, inputs, output):
@@ -231,7 +231,7 @@ def training_step(cfg, model: nn.Module, tv: bool, device: torch.device, amp: bo
 def synthetic_batch(cfg, args, device: torch.device, train: bool) -> tuple:
     """The fixed batch of the infer / train tasks, and its description."""
     size = image_size(cfg, train, args.aspect)
-    count = (min(cfg.SOLVER.IMS_PER_BATCH, args.batch) if args.batch else cfg.SOLVER.IMS_PER_BATCH) if train else 1
+    count = args.batch or (cfg.SOLVER.IMS_PER_BATCH if train else 1)
     images = synthetic_images(count, size, device)
     info = {"batch_size": count, "input_size": list(size)}
     if not is_detector(cfg):
@@ -366,7 +366,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, help="untimed iterations first (default: infer 2, train 1, data 2, "
                         "eval 1)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--batch", type=int, help="train: at most this many images per step")
+    parser.add_argument("--batch", type=int, help="images per step (default: train SOLVER.IMS_PER_BATCH, infer 1)")
     parser.add_argument("--aspect", type=float, default=4 / 3, help="detectors: width / height of the synthetic "
                         "images (default 4/3)")
     parser.add_argument("--amp", action="store_true", help="autocast: bf16 on the CPU, fp16 on CUDA")
@@ -380,6 +380,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error("--compare torchvision measures models: use it with --task train, infer or eval")
     if "onnxruntime" in (args.compare or []) and args.task != "infer":
         parser.error("--compare onnxruntime times the exported inference graph: use it with --task infer")
+    if "onnxruntime" in (args.compare or []) and (args.batch or 1) > 1:
+        parser.error("--compare onnxruntime: the exported detector takes one image; leave out --batch")
     if "onnxruntime" in (args.compare or []) and args.amp:
         parser.error("--compare onnxruntime: the exported graph is fp32; leave out --amp")
     if args.coco_images is not None and args.task != "eval":
@@ -417,7 +419,7 @@ def describe(result: dict) -> str:
     if "onnxruntime_ratio" in result:
         lines.append(f"  ratio onnxruntime / resdet: {result['onnxruntime_ratio']:.3f}")
     if "proposals" in result:
-        lines.append(f"  proposals per image: {result['proposals']}")
+        lines.append(f"  proposals (all images of the batch): {result['proposals']}")
     lines.append(f"  process peak RSS {result['peak_rss_mb']:.0f} MiB")
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""conv_norm: a FrozenBatchNorm2d folded into its conv equals torchvision's conv, then FrozenBatchNorm2d."""
+"""conv_norm: a FrozenBatchNorm2d or eval-mode BatchNorm2d folded into its conv equals the conv, then the norm."""
 import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
@@ -77,3 +77,36 @@ def test_a_trainable_batchnorm_is_left_alone():
     torch.testing.assert_close(conv_norm(conv, norm, x), nn.functional.batch_norm(
         conv(x), None, None, norm.weight, norm.bias, training=True), rtol=1e-5, atol=1e-5)
     assert norm.num_batches_tracked.item() == 1
+
+
+def _eval_batchnorm(affine: bool = True, sync: bool = False) -> nn.Module:
+    norm = (nn.SyncBatchNorm if sync else nn.BatchNorm2d)(6, affine=affine).eval()
+    with torch.no_grad():
+        if affine:
+            norm.weight.uniform_(0.5, 2.0)
+            norm.bias.uniform_(-1.0, 1.0)
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
+    return norm
+
+
+def test_an_eval_mode_batchnorm_is_folded_equal_to_torch_and_its_gradients():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, padding=1, bias=True)
+    x = torch.randn(2, 4, 7, 7, requires_grad=True)
+    for norm in (_eval_batchnorm(), _eval_batchnorm(affine=False), _eval_batchnorm(sync=True)):
+        expected = nn.functional.batch_norm(conv(x), norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                                            training=False, eps=norm.eps)
+        grads = torch.autograd.grad(expected.square().sum(), [x, conv.weight])
+        calls = []  # every module call, seen by a global hook (a hook on the norm itself would stop the fold)
+        handle = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: calls.append(m))
+        try:
+            out = conv_norm(conv, norm, x)
+        finally:
+            handle.remove()
+        assert norm not in calls, "the norm ran as its own module instead of folded"
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        for got, want in zip(torch.autograd.grad(out.square().sum(), [x, conv.weight]), grads):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        with torch.inference_mode():  # cached fold
+            torch.testing.assert_close(conv_norm(conv, norm, x.detach()), expected.detach(), rtol=1e-5, atol=1e-5)

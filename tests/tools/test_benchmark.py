@@ -132,3 +132,10 @@ def test_unsupported_comparisons_are_refused(capsys):
     with pytest.raises(ValueError, match="MODEL.BACKBONE.NAME"):
         tool["main"](["--config", cifar, "--task", "infer", "--compare", "torchvision", "--iters", "1",
                       "--warmup", "0", "MODEL.DEVICE", "cpu"])
+
+
+def test_infer_on_a_batch_of_images(capsys):
+    result = run_json(capsys, "--config", TOY_DET, "--task", "infer", "--compare", "torchvision", "--batch", "2",
+                      "--iters", "1", "--warmup", "0", *SMALL_DET)
+    assert result["batch_size"] == 2 and result["resdet"]["images_per_s"] > 0
+    assert result["proposals"]["resdet"] == result["proposals"]["torchvision"] > 0

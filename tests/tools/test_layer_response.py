@@ -57,10 +57,14 @@ def test_std_matches_a_direct_hook():
     expected = []
     # the direct reference: all outputs of one norm (before the in-place relu), then one torch.std
     handle = model.backbone.res3[0].norm2.register_forward_hook(lambda m, i, out: expected.append(out.clone()))
+    # the tool's hooks keep every measured norm from being folded into its conv; hooks that do nothing keep them
+    # unfolded here too, so that both runs round alike
+    others = [norm.register_forward_hook(lambda *_: None) for _, norm in tool.response_layers(model)]
     with torch.no_grad():
         for images in batches:
             model(images)
-    handle.remove()
+    for hook in [handle, *others]:
+        hook.remove()
     stds = tool.layer_responses(model, batches)
     assert len(stds) == 6 * 1 + 1
     assert stds["backbone.res3.0.norm2"] == pytest.approx(torch.cat(expected).double().std().item(), rel=1e-9)
