@@ -1,5 +1,4 @@
 """The CIFAR-10 networks of section 4.2: 3x3 stem, three stages of 2n 3x3 layers, option A shortcuts."""
-import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
@@ -22,7 +21,7 @@ class CifarStem(nn.Module):
         self.stride = 1
 
     def forward(self, x):
-        return F.relu_(conv_norm(self.conv1, self.norm1, x))
+        return conv_norm(self.conv1, self.norm1, x, relu=True)
 
 
 @BACKBONE_REGISTRY.register()

@@ -6,32 +6,21 @@ under autocast the activations stay in the low precision between layers instead 
 the norm. Parameters and state dict stay those of the two modules. The folded conv rounds differently from the
 two steps: outputs agree to about 1e-6 relative in fp32.
 """
-import weakref
-from typing import NamedTuple, Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-
-class _Folded(NamedTuple):
-    sources: Tuple[Optional[torch.Tensor], ...]  # the tensors it was computed from
-    versions: Tuple[int, ...]  # their version counters then (bumped by every in-place update)
-    context: Tuple[bool, torch.dtype]  # (inference mode, dtype the conv runs in)
-    weight: torch.Tensor
-    bias: torch.Tensor
-
-
-# frozen norm -> its last fold, reused while nothing it came from has changed
-_FOLDED: "weakref.WeakKeyDictionary[nn.Module, _Folded]" = weakref.WeakKeyDictionary()
+from ..weight_cache import derived_conv2d, observed
 
 
 def is_foldable(norm: nn.Module) -> bool:
-    """Whether norm is a fixed per-channel affine that no hook observes (a hook needs the norm's own output,
+    """Whether norm is a fixed per-channel affine that no forward hook observes (a hook needs the norm's own output,
     e.g. tools/layer_response.py): a FrozenBatchNorm2d, or a (Sync)BatchNorm2d in eval mode with running
     statistics."""
-    if norm._forward_hooks or norm._forward_pre_hooks:
+    if observed(norm):
         return False
     if isinstance(norm, FrozenBatchNorm2d):
         return True
@@ -52,32 +41,12 @@ def fold_norm(conv: nn.Conv2d, norm: nn.Module) -> Tuple[torch.Tensor, torch.Ten
     return conv.weight * scale[:, None, None, None], shift
 
 
-def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
-    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
-
-
-def _cached_fold(conv: nn.Conv2d, norm: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
-    """fold_norm, computed once per change of the weights where no gradient flows through it (inference, or a
-    frozen conv), already in the autocast dtype: each call then skips a multiply and a cast of every weight."""
+def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+    """norm(conv(x)), then a ReLU if asked: one conv when the norm is a fixed affine (is_foldable) and no hook observes
+    the conv,
+    its folded weights computed once while no gradient flows through them (weight_cache)."""
+    if not is_foldable(norm) or observed(conv):
+        out = norm(conv(x))
+        return F.relu_(out) if relu else out
     sources = (conv.weight, conv.bias, norm.weight, norm.bias, norm.running_mean, norm.running_var)
-    present = [t for t in sources if t is not None]
-    grad_flows = torch.is_grad_enabled() and any(t.requires_grad for t in present)
-    if grad_flows or any(t.is_inference() for t in present):  # inference tensors have no version counter
-        return fold_norm(conv, norm)
-    versions = tuple(t._version for t in present)
-    dtype = _autocast_dtype(conv.weight.device.type) or conv.weight.dtype
-    context = (torch.is_inference_mode_enabled(), dtype)
-    cached = _FOLDED.get(norm)
-    if (cached is None or cached.versions != versions or cached.context != context
-            or any(a is not b for a, b in zip(cached.sources, sources))):
-        weight, bias = fold_norm(conv, norm)
-        cached = _FOLDED[norm] = _Folded(sources, versions, context, weight.to(dtype), bias.to(dtype))
-    return cached.weight, cached.bias
-
-
-def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """norm(conv(x)), as one conv when the norm is a fixed affine no hook observes (is_foldable)."""
-    if not is_foldable(norm):
-        return norm(conv(x))
-    weight, bias = _cached_fold(conv, norm)
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return derived_conv2d(norm, conv, x, sources, lambda: fold_norm(conv, norm), relu)

@@ -1,13 +1,15 @@
 """Feature Pyramid Network over a ResNet: `bottom_up` (the trunk) and `fpn` (torchvision's lateral and output
 convs), giving p2..p5 from res2..res5 and p6 by stride-2 max pooling of p5."""
-from collections import OrderedDict
 from typing import Dict, Sequence
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ...errors import ConfigError
+from ..weight_cache import conv2d
 from .backbone import Backbone, ShapeSpec
 from .build import BACKBONE_REGISTRY
 from .resnet import STAGE_NAMES, build_resnet_backbone
@@ -48,8 +50,39 @@ class FPN(Backbone):
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         bottom_up = self.bottom_up(x)
-        pyramid = self.fpn(OrderedDict((f, bottom_up[f]) for f in self.in_features))
-        return dict(zip(self._out_features, pyramid.values()))
+        inputs = [bottom_up[f] for f in self.in_features]
+        # torchvision's FeaturePyramidNetwork.forward, with the top-down sum done without the upsampled map
+        inner, layer = self.fpn.inner_blocks, self.fpn.layer_blocks
+        last_inner = _run_block(inner[-1], inputs[-1])
+        results = [_run_block(layer[-1], last_inner)]
+        for index in range(len(inputs) - 2, -1, -1):
+            last_inner = add_upsampled(_run_block(inner[index], inputs[index]), last_inner)
+            results.insert(0, _run_block(layer[index], last_inner))
+        if self.fpn.extra_blocks is not None:  # LastLevelMaxPool: p6 subsamples p5
+            results.append(F.max_pool2d(results[-1], kernel_size=1, stride=2, padding=0))
+        return dict(zip(self._out_features, results))
+
+
+def _run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """One of torchvision's FPN blocks, a Sequential holding one conv (no norm, no activation): that conv with its
+    weights cast once under autocast (weight_cache.conv2d)."""
+    if len(block) == 1 and type(block[0]) is nn.Conv2d and block[0].padding_mode == "zeros":
+        return conv2d(block[0], x)
+    return block(x)
+
+
+def add_upsampled(lateral: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+    """lateral (B, C, H, W) + coarse (B, C, h, w) upsampled to H x W (nearest). Where H, W = 2h, 2w (always, the
+    padded input being a multiple of the coarsest stride) coarse is broadcast onto 2x2 blocks of lateral in place:
+    no upsampled map is written and read back. Graph capture (export) keeps torchvision's interpolate and add."""
+    if (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()  # before any
+            or lateral.dtype != coarse.dtype  # size test, which a graph would record as a constraint on its inputs
+            or tuple(lateral.shape[-2:]) != (2 * coarse.shape[-2], 2 * coarse.shape[-1])):
+        return lateral + F.interpolate(coarse, size=lateral.shape[-2:], mode="nearest")
+    height, width = coarse.shape[-2:]
+    blocks = lateral.unflatten(3, (width, 2)).unflatten(2, (height, 2))  # (B, C, h, 2, w, 2), a view
+    blocks.add_(coarse[:, :, :, None, :, None])
+    return lateral
 
 
 @BACKBONE_REGISTRY.register()

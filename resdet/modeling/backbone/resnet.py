@@ -106,7 +106,7 @@ class BasicBlock(ResidualBlock):
         self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride, norm) if residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu_(conv_norm(self.conv1, self.norm1, x))
+        out = conv_norm(self.conv1, self.norm1, x, relu=True)
         return self._add_shortcut(conv_norm(self.conv2, self.norm2, out), x)
 
     def last_norm(self) -> nn.Module:
@@ -131,8 +131,8 @@ class BottleneckBlock(ResidualBlock):
         self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride, norm) if residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu_(conv_norm(self.conv1, self.norm1, x))
-        out = F.relu_(conv_norm(self.conv2, self.norm2, out))
+        out = conv_norm(self.conv1, self.norm1, x, relu=True)
+        out = conv_norm(self.conv2, self.norm2, out, relu=True)
         return self._add_shortcut(conv_norm(self.conv3, self.norm3, out), x)
 
     def last_norm(self) -> nn.Module:
@@ -150,7 +150,7 @@ class BasicStem(nn.Module):
         self.stride = 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu_(conv_norm(self.conv1, self.norm1, x))
+        x = conv_norm(self.conv1, self.norm1, x, relu=True)
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 

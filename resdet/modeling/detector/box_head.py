@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from fvcore.nn.weight_init import c2_xavier_fill
 from torch import nn
 
+from ..weight_cache import cached_weights, linear, observed
 from .box_coder import box_regression_loss
 
 
@@ -24,10 +25,32 @@ class FCBoxHead(nn.Module):
         self.output_size = in_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1)
-        for index in range(self.num_fc):
-            x = F.relu(getattr(self, f"fc{index + 1}")(x))
+        """(R, C, S, S) pooled features to (R, output_size)."""
+        if self.num_fc and _is_channels_last(x) and not torch.is_grad_enabled() and not observed(self.fc1):
+            # the pooler's inference output: flattened in its memory order (S, S, C), as it is, against fc1's
+            # columns permuted once to that order (cached)
+            x = self._first_fc_channels_last(x)
+            first = 1
+        else:
+            x, first = x.flatten(1), 0
+        for index in range(first, self.num_fc):
+            x = F.relu_(linear(getattr(self, f"fc{index + 1}"), x))
         return x
+
+    def _first_fc_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        fc1 = self.fc1
+        channels, height, width = x.shape[1:]
+
+        def permuted():
+            weight = fc1.weight.view(-1, channels, height, width).permute(0, 2, 3, 1).reshape(fc1.weight.shape)
+            return weight, fc1.bias
+        weight, bias = cached_weights(fc1, (fc1.weight, fc1.bias), permuted, kind="channels_last")
+        return F.relu_(F.linear(x.permute(0, 2, 3, 1).reshape(len(x), -1), weight, bias))
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """A 4-d tensor laid out (N, H, W, C) in memory but not also (N, C, H, W) (as when H = W = 1)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.permute(0, 2, 3, 1).is_contiguous()
 
 
 class FastRCNNPredictor(nn.Module):
@@ -46,7 +69,7 @@ class FastRCNNPredictor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(R, C+1) logits and (R, 4C) or (R, 4) deltas."""
-        return self.cls_score(x), self.bbox_pred(x)
+        return linear(self.cls_score, x), linear(self.bbox_pred, x)
 
 
 def fast_rcnn_losses(logits: torch.Tensor, deltas: torch.Tensor, classes: torch.Tensor, targets: torch.Tensor,

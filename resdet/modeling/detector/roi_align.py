@@ -6,9 +6,11 @@ the feature map's pixels (b, y, x): out = S @ F and grad_F = S^T @ grad_out, wit
 that MKL's multithreaded sparse x dense product does the work over all channels at once. Bilinear sampling is
 separable: a bin's weights are the outer product of its per-row and per-column weights, each the sum over the
 bin's samples of the two bilinear taps, so S holds one entry per pixel a bin touches rather than four per sample.
+An FPN pooler's levels are one product too: the levels' pixels are stacked into one F, each box's columns offset to
+its level, so the pooled features come out in the boxes' order with no per-level scatter into a zeroed result.
 """
 import warnings
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torchvision
@@ -35,15 +37,29 @@ def roi_align(input: torch.Tensor, boxes: Union[torch.Tensor, List[torch.Tensor]
               aligned: bool = False) -> torch.Tensor:
     """torchvision.ops.roi_align, by sparse matrix products on the CPU where the cost model says that is faster."""
     pooled = _pair(output_size)
-    own = (input.device.type == "cpu" and input.dtype in OWN_DTYPES and torch.is_tensor(boxes)
-           and torch.backends.mkl.is_available()  # without MKL torch's sparse product is another, unmeasured code
-           and not torch.compiler.is_compiling() and not torch.jit.is_tracing())  # graphs (export) keep one op
+    own = _own_kernel_applies([input], boxes)
     if own and _sparse_is_faster(input, boxes, pooled, spatial_scale, sampling_ratio):
-        return _SparseRoIAlign.apply(input, boxes, pooled, spatial_scale, sampling_ratio, aligned)
+        return _SparseRoIAlign.apply(boxes, None, pooled, (spatial_scale,), sampling_ratio, aligned, input)
     if own and input.dtype == torch.bfloat16:  # torchvision's CPU kernel is fp32 only
         return torchvision.ops.roi_align(input.float(), boxes, pooled, spatial_scale, sampling_ratio,
                                          aligned).to(input.dtype)
     return torchvision.ops.roi_align(input, boxes, pooled, spatial_scale, sampling_ratio, aligned)
+
+
+def roi_align_levels(features: Sequence[torch.Tensor], rois: torch.Tensor, levels: torch.Tensor,
+                     output_size: Union[int, Sequence[int]], scales: Sequence[float], sampling_ratio: int = -1,
+                     aligned: bool = False) -> torch.Tensor:
+    """(K, C, PH, PW): roi k (K, 5) pooled from features[levels[k]] at scales[levels[k]], as roi_align would per
+    level; on the CPU one sparse product over all levels where the cost model says that beats torchvision's kernel."""
+    pooled = _pair(output_size)
+    if (_own_kernel_applies(features, rois) and len({f.dtype for f in features}) == 1
+            and _levels_sparse_is_faster(features, rois, levels, pooled, scales, sampling_ratio)):
+        return _SparseRoIAlign.apply(rois, levels, pooled, tuple(scales), sampling_ratio, aligned, *features)
+    out = features[0].new_zeros((rois.shape[0], features[0].shape[1], *pooled))  # shape: symbolic in export
+    for level, (feature, scale) in enumerate(zip(features, scales)):
+        index = torch.nonzero(levels == level).squeeze(1)
+        out[index] = roi_align(feature, rois[index], pooled, scale, sampling_ratio, aligned).to(out.dtype)
+    return out
 
 
 def sparse_roi_align(input: torch.Tensor, boxes: torch.Tensor, output_size: Union[int, Sequence[int]],
@@ -51,7 +67,23 @@ def sparse_roi_align(input: torch.Tensor, boxes: torch.Tensor, output_size: Unio
     """torchvision.ops.roi_align of a CPU fp32 or bf16 input (the output in its dtype), boxes (K, 5), always as
     sparse matrix products."""
     pooled = _pair(output_size)
-    return _SparseRoIAlign.apply(input, boxes, pooled, spatial_scale, sampling_ratio, aligned)
+    return _SparseRoIAlign.apply(boxes, None, pooled, (spatial_scale,), sampling_ratio, aligned, input)
+
+
+def sparse_roi_align_levels(features: Sequence[torch.Tensor], rois: torch.Tensor, levels: torch.Tensor,
+                            output_size: Union[int, Sequence[int]], scales: Sequence[float], sampling_ratio: int = -1,
+                            aligned: bool = False) -> torch.Tensor:
+    """roi_align_levels of CPU fp32 or bf16 features, always as one sparse matrix product."""
+    pooled = _pair(output_size)
+    return _SparseRoIAlign.apply(rois, levels, pooled, tuple(scales), sampling_ratio, aligned, *features)
+
+
+def _own_kernel_applies(features: Sequence[torch.Tensor], rois) -> bool:
+    """Whether the sparse kernel can take this call: CPU fp32 / bf16 maps, a (K, 5) tensor of rois, eager mode."""
+    return (all(f.device.type == "cpu" and f.dtype in OWN_DTYPES for f in features) and torch.is_tensor(rois)
+            and torch.backends.mkl.is_available()  # without MKL torch's sparse product is another, unmeasured code
+            and not torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+            and not torch.jit.is_tracing())  # graphs (export) keep one op
 
 
 def _pair(output_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
@@ -64,24 +96,55 @@ def _sparse_is_faster(input: torch.Tensor, rois: torch.Tensor, pooled: Tuple[int
     """The cost model above: is the sparse product expected to beat torchvision's kernel on this call?"""
     if not len(rois):
         return False
+    torchvision_ns, sparse_ns = _forward_costs(input, rois, pooled, spatial_scale, sampling_ratio)
+    return _sparse_wins(torchvision_ns, sparse_ns, torch.is_grad_enabled() and input.requires_grad)
+
+
+def _levels_sparse_is_faster(features: Sequence[torch.Tensor], rois: torch.Tensor, levels: torch.Tensor,
+                             pooled: Tuple[int, int], scales: Sequence[float], sampling_ratio: int) -> bool:
+    """The cost model for one product over all levels against torchvision's kernel level by level."""
+    if not len(rois):
+        return False
+    torchvision_ns = sparse_ns = 0.0
+    for level, (feature, scale) in enumerate(zip(features, scales)):
+        level_torchvision_ns, level_sparse_ns = _forward_costs(feature, rois[levels == level], pooled, scale,
+                                                               sampling_ratio)
+        torchvision_ns += level_torchvision_ns
+        sparse_ns += level_sparse_ns
+    backward = torch.is_grad_enabled() and any(f.requires_grad for f in features)
+    return _sparse_wins(torchvision_ns, sparse_ns, backward)
+
+
+def _forward_costs(input: torch.Tensor, rois: torch.Tensor, pooled: Tuple[int, int], spatial_scale: float,
+                   sampling_ratio: int) -> Tuple[float, float]:
+    """Forward nanoseconds of torchvision's kernel and of the sparse product (its fixed cost aside) on one map."""
+    if not len(rois):
+        return 0.0, SPARSE_NS_PER_PIXEL * input.numel()  # the map is still copied
     if sampling_ratio > 0:
         samples = float(sampling_ratio**2)
     else:  # torchvision's adaptive grid, averaged over the boxes
         sides = (rois[:, 3:5] - rois[:, 1:3]) * spatial_scale  # (K, 2): w, h on the map
         grid = torch.ceil(sides / torch.tensor([pooled[1], pooled[0]], dtype=sides.dtype)).clamp(min=1)
         samples = float(grid.prod(dim=1).mean())
-    backward = torch.is_grad_enabled() and input.requires_grad
     outputs = len(rois) * input.shape[1] * pooled[0] * pooled[1]
-    torchvision_ns = TORCHVISION_NS_PER_SAMPLE * outputs * samples * (TORCHVISION_BACKWARD_FACTOR if backward else 1)
-    sparse_ns = SPARSE_FIXED_NS + SPARSE_NS_PER_PIXEL * input.numel() + SPARSE_NS_PER_OUTPUT * outputs
-    return torchvision_ns > sparse_ns * (2 if backward else 1)
+    return (TORCHVISION_NS_PER_SAMPLE * outputs * samples,
+            SPARSE_NS_PER_PIXEL * input.numel() + SPARSE_NS_PER_OUTPUT * outputs)
+
+
+def _sparse_wins(torchvision_ns: float, sparse_ns: float, backward: bool) -> bool:
+    """Compare the forward costs, each grown by its backward when there is one."""
+    if backward:
+        return torchvision_ns * TORCHVISION_BACKWARD_FACTOR > (SPARSE_FIXED_NS + sparse_ns) * 2
+    return torchvision_ns > SPARSE_FIXED_NS + sparse_ns
 
 
 def _axis_weights(start: torch.Tensor, length: torch.Tensor, bins: int, grid: torch.Tensor,
-                  size: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  size: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Along one axis, for K boxes starting at start (K,) with extent length (K,) split into bins of grid (K,)
-    samples each: the first feature index each bin touches (K, bins), how many it touches (K, bins), and the
-    weights of those (K, bins, L), divided by the samples per bin, L the most any bin touches."""
+    samples each, on maps of size (K,) pixels along it: the first feature index each bin touches (K, bins), how
+    many it touches (K, bins), and the weights of those (K, bins, L), divided by the samples per bin, L the most any
+    bin touches."""
+    size = size.view(-1, 1, 1)
     steps = torch.arange(max(int(grid.max()) if len(grid) else 0, 1), dtype=start.dtype)  # (G,)
     bin_size = (length / bins)[:, None, None]
     divisor = grid.clamp(min=1).to(start.dtype)[:, None, None]
@@ -92,7 +155,7 @@ def _axis_weights(start: torch.Tensor, length: torch.Tensor, bins: int, grid: to
     position = position.clamp(min=0)
     low = position.long()
     last = low >= size - 1  # the last pixel: both taps on it, with all the weight on the low one
-    low = low.clamp(max=size - 1)
+    low = torch.minimum(low, size - 1)
     high = torch.where(last, low, low + 1)
     fraction = torch.where(last, 0.0, position - low)
     first = torch.where(valid, low, size).amin(dim=2)  # (K, bins); size where no sample is valid
@@ -106,14 +169,21 @@ def _axis_weights(start: torch.Tensor, length: torch.Tensor, bins: int, grid: to
     return first, touched, weights
 
 
-def bilinear_matrix(rois: torch.Tensor, feature_shape: Sequence[int], pooled: Tuple[int, int], spatial_scale: float,
-                    sampling_ratio: int, aligned: bool) -> torch.Tensor:
-    """Sparse CSR (K*PH*PW, B*H*W) of RoIAlign's weights: row (k, ph, pw) holds bin (ph, pw) of roi k's weight on
-    each feature pixel (b, y, x), so that pooled (K*PH*PW, C) = S @ features (B*H*W, C)."""
-    batch, _, height, width = feature_shape
+def bilinear_matrix(rois: torch.Tensor, levels: Optional[torch.Tensor], feature_shapes: Sequence[Sequence[int]],
+                    pooled: Tuple[int, int], scales: Sequence[float], sampling_ratio: int,
+                    aligned: bool) -> torch.Tensor:
+    """Sparse CSR (K*PH*PW, sum of B*H*W over the levels) of RoIAlign's weights: row (k, ph, pw) holds bin (ph, pw)
+    of roi k's weight on each pixel (b, y, x) of its level levels[k] (all level 0 when None), the levels' pixels
+    one after the other, so that pooled (K*PH*PW, C) = S @ the levels' stacked channels-last features."""
+    batch = feature_shapes[0][0]
+    level = torch.zeros(len(rois), dtype=torch.int64) if levels is None else levels
+    per_level = torch.tensor([[h, w, batch * h * w] for _, _, h, w in feature_shapes], dtype=torch.int64)
+    height, width = per_level[level, 0], per_level[level, 1]  # (K,) each: the map of each roi
+    level_start = torch.cumsum(per_level[:, 2], 0) - per_level[:, 2]  # (levels,) first column of each level
     rois = rois.float()
     offset = 0.5 if aligned else 0.0
-    x1, y1, x2, y2 = (rois[:, 1:] * spatial_scale - offset).unbind(dim=1)
+    scale = torch.tensor(scales, dtype=torch.float32)[level, None]  # (K, 1)
+    x1, y1, x2, y2 = (rois[:, 1:] * scale - offset).unbind(dim=1)
     box_w, box_h = x2 - x1, y2 - y1
     if not aligned:  # the legacy kernel makes every box at least one pixel wide and high
         box_w, box_h = box_w.clamp(min=1.0), box_h.clamp(min=1.0)
@@ -131,12 +201,15 @@ def bilinear_matrix(rois: torch.Tensor, feature_shape: Sequence[int], pooled: Tu
     row_starts = torch.zeros(len(per_bin) + 1, dtype=torch.int64)
     torch.cumsum(per_bin, 0, out=row_starts[1:])
     total = int(row_starts[-1])
-    if max(total, (batch + 1) * height * width) >= 2**31:
-        raise ValueError(f"sparse_roi_align: {total} weights on a {batch}x{height}x{width} map overflow the int32 "
-                         "indices of MKL's sparse product; use torchvision.ops.roi_align")
+    columns = int(per_level[:, 2].sum())
+    if max(total, columns + int(per_level[:, 2].max())) >= 2**31:
+        raise ValueError(f"sparse_roi_align: {total} weights on maps of {columns} pixels overflow the int32 indices "
+                         "of MKL's sparse product; use torchvision.ops.roi_align")
     index_dtype = torch.int32  # what MKL's sparse product takes; also halves the index arithmetic's memory traffic
     shape = (len(rois), pooled_h, pooled_w)
-    corner = (rois[:, 0].long()[:, None, None] * height + first_y[:, :, None]) * width + first_x[:, None, :]
+    map_h, map_w = height[:, None, None], width[:, None, None]
+    corner = (level_start[level][:, None, None] + (rois[:, 0].long()[:, None, None] * map_h + first_y[:, :, None])
+              * map_w + first_x[:, None, :])
     start_y = (torch.arange(len(rois) * pooled_h).view(-1, pooled_h, 1) * weights_y.shape[2]).expand(shape)
     start_x = (torch.arange(len(rois) * pooled_w).view(-1, 1, pooled_w) * weights_x.shape[2]).expand(shape)
     bin_index = torch.repeat_interleave(per_bin.to(index_dtype), output_size=total)  # (N,) the bin of each entry
@@ -148,13 +221,13 @@ def bilinear_matrix(rois: torch.Tensor, feature_shape: Sequence[int], pooled: Tu
     bin_cols = per_entry(cols[:, None, :].expand(shape))
     dy = within // bin_cols
     dx = within - dy * bin_cols
-    column = per_entry(corner) + dy * width + dx
+    column = per_entry(corner) + dy * per_entry(map_w.expand(shape)) + dx
     values = (weights_y.view(-1).index_select(0, per_entry(start_y) + dy)
               * weights_x.view(-1).index_select(0, per_entry(start_x) + dx))
     with warnings.catch_warnings():  # torch flags sparse CSR as beta on first use
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(row_starts.to(index_dtype), column, values,
-                                       (len(per_bin), batch * height * width), check_invariants=False)
+                                       (len(per_bin), columns), check_invariants=False)
 
 
 def _sparse_times_dense(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
@@ -164,32 +237,60 @@ def _sparse_times_dense(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tens
         return torch.empty(matrix.shape[0], dense.shape[1]).addmm_(matrix, dense, beta=0.0)  # beta 0: not read
 
 
+def _stacked_channels_last(inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The maps' pixels (b, y, x), level after level, as rows of one fp32 (sum of B*H*W, C) matrix: a view of a
+    single channels-last fp32 map, else one copy per map, a bf16 map's cast fused into it."""
+    channels = inputs[0].shape[1]
+    rows = inputs[0].permute(0, 2, 3, 1)
+    if len(inputs) == 1 and inputs[0].dtype == torch.float32 and rows.is_contiguous():
+        return rows.reshape(-1, channels)
+    stacked = torch.empty(sum(x.shape[0] * x.shape[2] * x.shape[3] for x in inputs), channels)
+    start = 0
+    for x in inputs:
+        count = x.shape[0] * x.shape[2] * x.shape[3]
+        stacked[start:start + count].view(x.shape[0], x.shape[2], x.shape[3], channels).copy_(x.permute(0, 2, 3, 1))
+        start += count
+    return stacked
+
+
 class _SparseRoIAlign(torch.autograd.Function):
-    """RoIAlign forward and backward as products with one sparse matrix, built in the forward and kept for the
-    backward; no gradient for the rois, as torchvision's."""
+    """RoIAlign forward and backward over one or more levels as products with one sparse matrix, built in the
+    forward and kept for the backward; no gradient for the rois, as torchvision's."""
 
     @staticmethod
-    def forward(ctx, input, rois, pooled, spatial_scale, sampling_ratio, aligned):
-        batch, channels, height, width = input.shape
-        matrix = bilinear_matrix(rois, input.shape, pooled, spatial_scale, sampling_ratio, aligned)
-        features = torch.empty(batch, height, width, channels)
-        features.copy_(input.permute(0, 2, 3, 1))  # channels-last fp32, a bf16 input's cast fused into the copy
-        out = _sparse_times_dense(matrix, features.view(-1, channels))  # (K*PH*PW, C)
-        if ctx.needs_input_grad[0]:
+    def forward(ctx, rois, levels, pooled, scales, sampling_ratio, aligned, *inputs):
+        channels = inputs[0].shape[1]
+        shapes = [tuple(x.shape) for x in inputs]
+        matrix = bilinear_matrix(rois, levels, shapes, pooled, scales, sampling_ratio, aligned)
+        out = _sparse_times_dense(matrix, _stacked_channels_last(inputs))  # (K*PH*PW, C)
+        if any(ctx.needs_input_grad[6:]):
             ctx.save_for_backward(matrix)
-        ctx.shape, ctx.dtype = input.shape, input.dtype
-        result = torch.empty(len(rois), channels, *pooled, dtype=input.dtype)
-        result.copy_(out.view(len(rois), *pooled, channels).permute(0, 3, 1, 2))
+        ctx.shapes, ctx.dtype = shapes, inputs[0].dtype
+        rows = out.view(len(rois), *pooled, channels)
+        if not any(ctx.needs_input_grad[6:]):
+            # inference: (K, C, PH, PW) with channels-last strides, no transposing copy; the box head flattens it
+            # as it is (box_head.FCBoxHead), a conv head takes it as it is
+            return rows.to(inputs[0].dtype).permute(0, 3, 1, 2)
+        result = torch.empty(len(rois), channels, *pooled, dtype=inputs[0].dtype)
+        result.copy_(rows.permute(0, 3, 1, 2))  # training: contiguous, as the heads' parameters are
         return result
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
         matrix, = ctx.saved_tensors
-        batch, channels, height, width = ctx.shape
+        channels = grad_output.shape[1]
         grad = torch.empty(grad_output.shape[0], *grad_output.shape[2:], channels)
         grad.copy_(grad_output.permute(0, 2, 3, 1))  # (K, PH, PW, C) fp32
-        grad_features = _sparse_times_dense(matrix.t(), grad.view(-1, channels))  # (B*H*W, C)
-        grad_input = torch.empty(ctx.shape, dtype=ctx.dtype)
-        grad_input.copy_(grad_features.view(batch, height, width, channels).permute(0, 3, 1, 2))
-        return grad_input, None, None, None, None, None
+        grad_features = _sparse_times_dense(matrix.t(), grad.view(-1, channels))  # (sum of B*H*W, C)
+        grads, start = [], 0
+        for (batch, _, height, width), needed in zip(ctx.shapes, ctx.needs_input_grad[6:]):
+            count = batch * height * width
+            grad_input = None
+            if needed:
+                grad_input = torch.empty(batch, channels, height, width, dtype=ctx.dtype)
+                grad_input.copy_(grad_features[start:start + count].view(batch, height, width, channels)
+                                 .permute(0, 3, 1, 2))
+            grads.append(grad_input)
+            start += count
+        return (None, None, None, None, None, None, *grads)

@@ -22,6 +22,7 @@ from torchvision.ops import box_iou
 
 from ...errors import ConfigError
 from ..backbone import ShapeSpec
+from ..weight_cache import conv2d
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder, box_regression_loss
 from .boxes import (Proposals, batched_nms, clip_boxes, first_k_per_group, flatten_per_image, nonempty_boxes_at_least,
@@ -48,11 +49,11 @@ class RPNHead(nn.Module):
         """Per level: logits (B, H*W*A) and deltas (B, H*W*A, 4), in the anchors' order."""
         logits, deltas = [], []
         for feature in features:
-            hidden = F.relu(self.conv(feature))
-            level_logits = self.objectness_logits(hidden)  # (B, A, H, W)
+            hidden = conv2d(self.conv, feature, relu=True)
+            level_logits = conv2d(self.objectness_logits, hidden)  # (B, A, H, W)
             batch, num_anchors, height, width = level_logits.shape
             logits.append(level_logits.permute(0, 2, 3, 1).reshape(batch, -1))
-            level_deltas = self.anchor_deltas(hidden).view(batch, num_anchors, 4, height, width)
+            level_deltas = conv2d(self.anchor_deltas, hidden).view(batch, num_anchors, 4, height, width)
             deltas.append(level_deltas.permute(0, 3, 4, 1, 2).reshape(batch, -1, 4))
         return logits, deltas
 

@@ -4,8 +4,10 @@ import torch
 from torchvision.ops import roi_align as tv_roi_align
 
 from resdet.modeling.detector import poolers
+from resdet.modeling.detector import roi_align as roi_align_module
 from resdet.modeling.detector.poolers import ROIPooler
-from resdet.modeling.detector.roi_align import _sparse_is_faster, roi_align, sparse_roi_align
+from resdet.modeling.detector.roi_align import (_sparse_is_faster, roi_align, roi_align_levels, sparse_roi_align,
+                                                sparse_roi_align_levels)
 
 SHAPE = (2, 6, 24, 31)  # (B, C, H, W): the map of a 96 x 124 image at stride 4
 SCALE = 0.25
@@ -117,21 +119,88 @@ def test_no_boxes(fn):
     assert feature.grad.shape == SHAPE and not feature.grad.any()
 
 
-@pytest.mark.parametrize("pooler_type", ["ROIAlignV2", "ROIAlign"])
-def test_pooler_pools_with_resdet_roi_align(monkeypatch, pooler_type):
-    calls = []
+LEVEL_SHAPES = [(2, 6, 24 // 2**k, 32 // 2**k) for k in range(4)]  # strides 4..32 of a 96 x 128 image
+LEVEL_SCALES = [SCALE / 2**k for k in range(4)]
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs["aligned"])
-        return roi_align(*args, **kwargs)
-    monkeypatch.setattr(poolers, "roi_align", spy)
+
+def per_level_torchvision(features, rois, levels, *args):
+    """The reference: torchvision's roi_align level by level, scattered back into the rois' order."""
+    output_size, sampling_ratio, aligned = args
+    out = features[0].new_zeros(len(rois), features[0].shape[1], output_size, output_size)
+    for level, (feature, scale) in enumerate(zip(features, LEVEL_SCALES)):
+        index = torch.nonzero(levels == level).squeeze(1)
+        out[index] = tv_roi_align(feature, rois[index], output_size, scale, sampling_ratio, aligned)
+    return out
+
+
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+@pytest.mark.parametrize("aligned", [False, True])
+def test_levels_in_one_product_equal_torchvision_level_by_level(sampling_ratio, aligned):
+    generator = torch.Generator().manual_seed(7 + sampling_ratio)
+    rois = edge_rois(generator)
+    levels = torch.randint(0, len(LEVEL_SHAPES), (len(rois),), generator=generator)  # edge boxes on every level
+    features = [torch.randn(shape, generator=generator, requires_grad=True) for shape in LEVEL_SHAPES]
+    features[0] = features[0].detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    grad_output = torch.randn(len(rois), 6, 7, 7, generator=generator)
+    args = (7, sampling_ratio, aligned)
+    ours = sparse_roi_align_levels(features, rois, levels, 7, LEVEL_SCALES, sampling_ratio, aligned)
+    reference = per_level_torchvision(features, rois, levels, *args)
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    ours_grads = torch.autograd.grad(ours, features, grad_output)
+    for got, want in zip(ours_grads, torch.autograd.grad(reference, features, grad_output)):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with torch.inference_mode():  # a bf16 pyramid: computed in fp32, rounded once to bf16
+        bf16 = sparse_roi_align_levels([f.detach().bfloat16() for f in features], rois, levels, 7, LEVEL_SCALES,
+                                       sampling_ratio, aligned)
+    assert bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(bf16.float(), reference.detach(), atol=3e-2, rtol=1e-2)
+
+
+def test_a_level_may_have_no_boxes_and_a_map_no_gradient():
+    generator = torch.Generator().manual_seed(8)
+    rois = edge_rois(generator)
+    levels = torch.randint(0, 2, (len(rois),), generator=generator) * 2  # levels 0 and 2 only
+    features = [torch.randn(shape, generator=generator) for shape in LEVEL_SHAPES]
+    features[2].requires_grad_()
+    ours = sparse_roi_align_levels(features, rois, levels, 7, LEVEL_SCALES, 0, True)
+    torch.testing.assert_close(ours, per_level_torchvision(features, rois, levels, 7, 0, True), atol=1e-5,
+                               rtol=1e-5)
+    (grad,) = torch.autograd.grad(ours.sum(), features[2])
+    assert grad.shape == LEVEL_SHAPES[2] and grad.any()
+
+
+def test_roi_align_levels_equals_torchvision_whichever_kernel_it_picks(monkeypatch):
+    generator = torch.Generator().manual_seed(9)
+    rois = edge_rois(generator)
+    levels = torch.randint(0, len(LEVEL_SHAPES), (len(rois),), generator=generator)
+    features = [torch.randn(shape, generator=generator) for shape in LEVEL_SHAPES]
+    reference = per_level_torchvision(features, rois, levels, 7, 2, True)
+    for sparse_wins in (False, True):
+        monkeypatch.setattr(roi_align_module, "_sparse_wins", lambda *args, wins=sparse_wins: wins)
+        torch.testing.assert_close(roi_align_levels(features, rois, levels, 7, LEVEL_SCALES, 2, True), reference,
+                                   atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pooler_type", ["ROIAlignV2", "ROIAlign"])
+def test_pooler_equals_torchvision_on_each_boxs_level(pooler_type):
     generator = torch.Generator().manual_seed(4)
-    features = [torch.randn(2, 4, 32 // 2**k, 40 // 2**k, generator=generator) for k in range(2)]
-    xy = torch.rand(10, 2, generator=generator) * 100
-    boxes = torch.cat([xy, xy + torch.rand(10, 2, generator=generator) * 60 + 1], dim=1)
-    pooled = ROIPooler(7, [4, 8], 0, pooler_type)(features, boxes, torch.tensor([0] * 6 + [1] * 4))
-    assert pooled.shape == (10, 4, 7, 7)
-    assert calls == [pooler_type == "ROIAlignV2"] * 2  # one call per level
+    features = [torch.randn(shape, generator=generator) for shape in LEVEL_SHAPES]
+    xy = torch.rand(300, 2, generator=generator) * 100
+    boxes = torch.cat([xy, xy + torch.rand(300, 2, generator=generator) ** 2 * 700 + 1], dim=1)
+    image_index = torch.randint(0, 2, (300,), generator=generator).sort().values
+    pooler = ROIPooler(7, [4, 8, 16, 32], 0, pooler_type)
+    levels = poolers.assign_fpn_levels(boxes, 2, 5)
+    assert len(levels.unique()) == 4  # every level pooled
+    rois = torch.cat([image_index[:, None].float(), boxes], dim=1)
+    reference = per_level_torchvision(features, rois, levels, 7, 0, pooler_type == "ROIAlignV2")
+    torch.testing.assert_close(pooler(features, boxes, image_index), reference, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # inference: a channels-last pyramid, as the detector's is
+        last = [f.contiguous(memory_format=torch.channels_last) for f in features]
+        torch.testing.assert_close(pooler(last, boxes, image_index), reference, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ROIPooler(7, [4], 0, pooler_type)(last[:1], boxes, image_index),
+                                   per_level_torchvision(features[:1], rois, torch.zeros_like(levels), 7, 0,
+                                                         pooler_type == "ROIAlignV2"), atol=1e-5, rtol=1e-5)
 
 
 def test_export_keeps_torchvisions_op():
