@@ -24,6 +24,9 @@ FAST_CLS = ["--config", "configs/toy_cls_r18.yaml", "SOLVER.IMS_PER_BATCH", "8",
 def test_first_signal_requests_a_stop_and_a_second_gets_the_old_behaviour():
     received = []
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    # Python's own SIGINT handler, even where the suite runs as a background job (SIGINT ignored, which
+    # StopRequest rightly leaves alone)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with StopRequest() as stop:
             assert not stop.requested
@@ -39,6 +42,7 @@ def test_first_signal_requests_a_stop_and_a_second_gets_the_old_behaviour():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def test_launcher_passes_signals_on_once(tmp_path):

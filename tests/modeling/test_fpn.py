@@ -58,3 +58,17 @@ def test_add_upsampled_equals_nearest_interpolation_on_any_size():
         torch.testing.assert_close(add_upsampled(lateral.clone(), coarse), expected, rtol=0, atol=0)
         last = lateral.contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(add_upsampled(last, coarse), expected, rtol=0, atol=0)
+
+
+def test_hooks_on_torchvisions_modules_still_fire(cfg):
+    model = _fpn(cfg).eval()
+    x = torch.randn(1, 3, 64, 64)
+    expected = list(model(x).values())
+    seen = []
+    handles = [model.fpn.register_forward_hook(lambda m, i, o: seen.append("fpn")),
+               model.fpn.inner_blocks[0].register_forward_hook(lambda m, i, o: seen.append("inner0"))]
+    torch.testing.assert_close(list(model(x).values()), expected, atol=1e-5, rtol=1e-5)
+    handles.pop(0).remove()
+    model(x)
+    handles.pop().remove()
+    assert seen == ["inner0", "fpn", "inner0"]

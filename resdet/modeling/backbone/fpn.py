@@ -1,5 +1,6 @@
 """Feature Pyramid Network over a ResNet: `bottom_up` (the trunk) and `fpn` (torchvision's lateral and output
 convs), giving p2..p5 from res2..res5 and p6 by stride-2 max pooling of p5."""
+from collections import OrderedDict
 from typing import Dict, Sequence
 
 import torch
@@ -9,7 +10,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ...errors import ConfigError
-from ..weight_cache import conv2d
+from ..weight_cache import conv2d, observed
 from .backbone import Backbone, ShapeSpec
 from .build import BACKBONE_REGISTRY
 from .resnet import STAGE_NAMES, build_resnet_backbone
@@ -50,6 +51,9 @@ class FPN(Backbone):
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         bottom_up = self.bottom_up(x)
+        if observed(self.fpn):  # a hook wants torchvision's module called
+            pyramid = self.fpn(OrderedDict((f, bottom_up[f]) for f in self.in_features))
+            return dict(zip(self._out_features, pyramid.values()))
         inputs = [bottom_up[f] for f in self.in_features]
         # torchvision's FeaturePyramidNetwork.forward, with the top-down sum done without the upsampled map
         inner, layer = self.fpn.inner_blocks, self.fpn.layer_blocks
@@ -66,7 +70,7 @@ class FPN(Backbone):
 def _run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """One of torchvision's FPN blocks, a Sequential holding one conv (no norm, no activation): that conv with its
     weights cast once under autocast (weight_cache.conv2d)."""
-    if len(block) == 1 and type(block[0]) is nn.Conv2d and block[0].padding_mode == "zeros":
+    if len(block) == 1 and type(block[0]) is nn.Conv2d and block[0].padding_mode == "zeros" and not observed(block):
         return conv2d(block[0], x)
     return block(x)
 
