@@ -64,6 +64,7 @@ def test_fig6_then_fig7(data_dir, tmp_path, one_thread):
 @pytest.mark.parametrize("argv, message", [
     (["fig8", "--output", "x"], "invalid choice"),
     (["fig6", "--output", "x", "--iters", "0"], "--iters"),
+    (["fig6", "--output", "x", "--iters", "10", "--warmup-iters", "10"], "--warmup-iters"),
     (["fig6", "--output", "x", "--runs", "resnet32"], "invalid choice"),
     (["fig6", "--output", "x", "--data", "/nonexistent"], "make_toy_data.py --cifar"),
     (["fig7", "--output", "/nonexistent/out", "--runs", "resnet20"], "run fig6"),

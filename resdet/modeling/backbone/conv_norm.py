@@ -42,9 +42,8 @@ def fold_norm(conv: nn.Conv2d, norm: nn.Module) -> Tuple[torch.Tensor, torch.Ten
 
 
 def conv_norm(conv: nn.Conv2d, norm: nn.Module, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
-    """norm(conv(x)), then a ReLU if asked: one conv when the norm is a fixed affine (is_foldable) and no hook observes
-    the conv,
-    its folded weights computed once while no gradient flows through them (weight_cache)."""
+    """norm(conv(x)), then a ReLU if asked: one conv when the norm is a fixed affine (is_foldable) and no hook
+    observes the conv, its folded weights computed once while no gradient flows through them (weight_cache)."""
     if not is_foldable(norm) or observed(conv):
         out = norm(conv(x))
         return F.relu_(out) if relu else out
