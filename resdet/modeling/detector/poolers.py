@@ -7,7 +7,7 @@ from torch import nn
 from torchvision.ops import box_area, roi_pool
 
 from ...errors import ConfigError
-from .roi_align import roi_align, roi_align_levels
+from .roi_align import pool_by_level, roi_align, roi_align_levels
 
 POOLER_TYPES = ("ROIAlignV2", "ROIAlign", "ROIPool")
 # FPN paper eq. 1: a 224x224 box belongs to level 4; the epsilon guards exact powers of two against rounding
@@ -55,8 +55,4 @@ class ROIPooler(nn.Module):
         if self.pooler_type != "ROIPool":
             return roi_align_levels(features, rois, levels, self.output_size, self.scales, self.sampling_ratio,
                                     aligned=self.pooler_type == "ROIAlignV2")
-        pooled = features[0].new_zeros((rois.shape[0], features[0].shape[1], *self.output_size))  # shape: symbolic
-        for level, (feature, scale) in enumerate(zip(features, self.scales)):
-            index = torch.nonzero(levels == level).squeeze(1)
-            pooled[index] = self._pool(feature, rois[index], scale).to(pooled.dtype)
-        return pooled
+        return pool_by_level(features, rois, levels, self.scales, self.output_size, self._pool)

@@ -10,7 +10,7 @@ An FPN pooler's levels are one product too: the levels' pixels are stacked into 
 its level, so the pooled features come out in the boxes' order with no per-level scatter into a zeroed result.
 """
 import warnings
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torchvision
@@ -55,10 +55,20 @@ def roi_align_levels(features: Sequence[torch.Tensor], rois: torch.Tensor, level
     if (_own_kernel_applies(features, rois) and len({f.dtype for f in features}) == 1
             and _levels_sparse_is_faster(features, rois, levels, pooled, scales, sampling_ratio)):
         return _SparseRoIAlign.apply(rois, levels, pooled, tuple(scales), sampling_ratio, aligned, *features)
+    return pool_by_level(features, rois, levels, scales, pooled,
+                         lambda feature, level_rois, scale: roi_align(feature, level_rois, pooled, scale,
+                                                                      sampling_ratio, aligned))
+
+
+def pool_by_level(features: Sequence[torch.Tensor], rois: torch.Tensor, levels: torch.Tensor, scales: Sequence[float],
+                  pooled: Tuple[int, int], pool: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+                  ) -> torch.Tensor:
+    """(K, C, PH, PW): pool(features[l], rois of level l, scales[l]) level by level, scattered back into the rois'
+    order (the general path: any pooling op, graphs and exports)."""
     out = features[0].new_zeros((rois.shape[0], features[0].shape[1], *pooled))  # shape: symbolic in export
     for level, (feature, scale) in enumerate(zip(features, scales)):
         index = torch.nonzero(levels == level).squeeze(1)
-        out[index] = roi_align(feature, rois[index], pooled, scale, sampling_ratio, aligned).to(out.dtype)
+        out[index] = pool(feature, rois[index], scale).to(out.dtype)
     return out
 
 
