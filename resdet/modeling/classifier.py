@@ -4,6 +4,7 @@ from torch import nn
 
 from .backbone import Backbone, build_backbone
 from .meta_arch import META_ARCH_REGISTRY
+from .weight_cache import linear
 
 
 @META_ARCH_REGISTRY.register()
@@ -32,4 +33,4 @@ class Classifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = ((images - self.pixel_mean) / self.pixel_std).contiguous(memory_format=torch.channels_last)
         features = self.backbone(x)[self.feature_name]  # (N, C, h, w)
-        return self.fc(features.mean(dim=(2, 3)))
+        return linear(self.fc, features.mean(dim=(2, 3)))

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import onednn_linear
+
 Weights = Tuple[Optional[torch.Tensor], ...]
 
 
@@ -84,9 +86,13 @@ def observed(module: nn.Module) -> bool:
                 or module_hooks._global_forward_pre_hooks)
 
 
-def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """layer(x), its weights cast once (layer_weights) unless a hook observes the layer."""
-    return layer(x) if observed(layer) else F.linear(x, *layer_weights(layer))
+def linear(layer: nn.Linear, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+    """layer(x), then a ReLU if asked; its weights cast once (layer_weights) and the product through oneDNN in fp32
+    on the CPU (onednn_linear), unless a hook observes the layer."""
+    if observed(layer):
+        out = layer(x)
+        return F.relu_(out) if relu else out
+    return onednn_linear.linear(x, *layer_weights(layer), relu=relu)
 
 
 def conv2d(layer: nn.Conv2d, x: torch.Tensor, relu: bool = False) -> torch.Tensor:

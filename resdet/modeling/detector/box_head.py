@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from fvcore.nn.weight_init import c2_xavier_fill
 from torch import nn
 
+from .. import onednn_linear
 from ..weight_cache import cached_weights, linear, observed
 from .box_coder import box_regression_loss
 
@@ -34,7 +35,7 @@ class FCBoxHead(nn.Module):
         else:
             x, first = x.flatten(1), 0
         for index in range(first, self.num_fc):
-            x = F.relu_(linear(getattr(self, f"fc{index + 1}"), x))
+            x = linear(getattr(self, f"fc{index + 1}"), x, relu=True)
         return x
 
     def _first_fc_channels_last(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,7 +46,7 @@ class FCBoxHead(nn.Module):
             weight = fc1.weight.view(-1, channels, height, width).permute(0, 2, 3, 1).reshape(fc1.weight.shape)
             return weight, fc1.bias
         weight, bias = cached_weights(fc1, (fc1.weight, fc1.bias), permuted, kind="channels_last")
-        return F.relu_(F.linear(x.permute(0, 2, 3, 1).reshape(len(x), -1), weight, bias))
+        return onednn_linear.linear(x.permute(0, 2, 3, 1).reshape(len(x), -1), weight, bias, relu=True)
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:

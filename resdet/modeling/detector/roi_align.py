@@ -3,7 +3,8 @@
 torchvision's CPU kernels run on one thread and only in fp32, and the backward recomputes every weight for every
 channel and scatters one value at a time. Here each output bin is one row of a sparse matrix S whose columns are
 the feature map's pixels (b, y, x): out = S @ F and grad_F = S^T @ grad_out, with F channels-last (B*H*W, C), so
-that MKL's multithreaded sparse x dense product does the work over all channels at once. Bilinear sampling is
+that MKL's multithreaded sparse x dense product does the work over all channels at once (for a bf16 F, torch's bf16
+embedding-bag kernel, seven times faster here: each row of S is a bag of F's rows, its values the bag's weights). Bilinear sampling is
 separable: a bin's weights are the outer product of its per-row and per-column weights, each the sum over the
 bin's samples of the two bilinear taps, so S holds one entry per pixel a bin touches rather than four per sample.
 An FPN pooler's levels are one product too: the levels' pixels are stacked into one F, each box's columns offset to
@@ -247,14 +248,25 @@ def _sparse_times_dense(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tens
         return torch.empty(matrix.shape[0], dense.shape[1]).addmm_(matrix, dense, beta=0.0)  # beta 0: not read
 
 
-def _stacked_channels_last(inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The maps' pixels (b, y, x), level after level, as rows of one fp32 (sum of B*H*W, C) matrix: a view of a
-    single channels-last fp32 map, else one copy per map, a bf16 map's cast fused into it."""
+def _bf16_sparse_times_dense(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """matrix (M, N) sparse CSR fp32 @ dense (N, C) bf16, as bf16 (M, C): an embedding bag per row, summing the
+    dense rows its columns name weighted by its values (rounded to bf16), accumulated in fp32. torch's bf16 bag
+    kernel is vectorised and threaded: 2 ms where MKL's fp32 sparse product takes 14 ms on the same matrix
+    (R50-FPN inference, 41k rows, 0.4M entries, 256 channels); its fp32 bag kernel is the slow one (18 ms)."""
+    offsets, columns = matrix.crow_indices(), matrix.col_indices()
+    with torch.autocast("cpu", enabled=False):
+        return torch.nn.functional.embedding_bag(columns, dense, offsets[:-1], mode="sum",
+                                                 per_sample_weights=matrix.values().to(torch.bfloat16))
+
+
+def _stacked_channels_last(inputs: Sequence[torch.Tensor], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The maps' pixels (b, y, x), level after level, as rows of one (sum of B*H*W, C) matrix of dtype: a view of a
+    single channels-last map of that dtype, else one copy per map, a cast fused into it."""
     channels = inputs[0].shape[1]
     rows = inputs[0].permute(0, 2, 3, 1)
-    if len(inputs) == 1 and inputs[0].dtype == torch.float32 and rows.is_contiguous():
+    if len(inputs) == 1 and inputs[0].dtype == dtype and rows.is_contiguous():
         return rows.reshape(-1, channels)
-    stacked = torch.empty(sum(x.shape[0] * x.shape[2] * x.shape[3] for x in inputs), channels)
+    stacked = torch.empty(sum(x.shape[0] * x.shape[2] * x.shape[3] for x in inputs), channels, dtype=dtype)
     start = 0
     for x in inputs:
         count = x.shape[0] * x.shape[2] * x.shape[3]
@@ -272,7 +284,10 @@ class _SparseRoIAlign(torch.autograd.Function):
         channels = inputs[0].shape[1]
         shapes = [tuple(x.shape) for x in inputs]
         matrix = bilinear_matrix(rois, levels, shapes, pooled, scales, sampling_ratio, aligned)
-        out = _sparse_times_dense(matrix, _stacked_channels_last(inputs))  # (K*PH*PW, C)
+        if inputs[0].dtype == torch.bfloat16:  # (K*PH*PW, C) bf16, the weights rounded to bf16
+            out = _bf16_sparse_times_dense(matrix, _stacked_channels_last(inputs, torch.bfloat16))
+        else:  # (K*PH*PW, C) fp32
+            out = _sparse_times_dense(matrix, _stacked_channels_last(inputs))
         if any(ctx.needs_input_grad[6:]):
             ctx.save_for_backward(matrix)
         ctx.shapes, ctx.dtype = shapes, inputs[0].dtype

@@ -65,8 +65,12 @@ def test_bf16_equals_torchvision_on_the_fp32_input(aligned):
     ours, ours_grad = pool_and_grad(sparse_roi_align, feature, rois, grad_output, *args)
     reference, reference_grad = pool_and_grad(tv_roi_align, feature.float(), rois, grad_output, *args)
     assert ours.dtype == ours_grad.dtype == torch.bfloat16
-    # computed in fp32, so only the output's rounding to bf16 (8 significant bits) differs
+    # the forward rounds each bilinear weight and the output to bf16 (unit roundoff u = 2^-8) and sums in fp32:
+    # |error| <= u * (sum of |weight * feature| + |output|); the sum of |weight * feature| is the pooling of |feature|
+    magnitude = tv_roi_align(feature.float().abs(), rois, *args)
+    assert ((ours.float() - reference).abs() <= 2**-8 * (magnitude + reference.abs()) * 1.01 + 1e-6).all()
     torch.testing.assert_close(ours.float(), reference, atol=1e-2, rtol=1e-2)
+    # the backward is computed in fp32, so only its output's rounding to bf16 differs
     torch.testing.assert_close(ours_grad.float(), reference_grad, atol=1e-2, rtol=1e-2)
 
 
@@ -150,7 +154,7 @@ def test_levels_in_one_product_equal_torchvision_level_by_level(sampling_ratio, 
     for got, want in zip(ours_grads, torch.autograd.grad(reference, features, grad_output)):
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    with torch.inference_mode():  # a bf16 pyramid: computed in fp32, rounded once to bf16
+    with torch.inference_mode():  # a bf16 pyramid: bf16 weights and output, summed in fp32
         bf16 = sparse_roi_align_levels([f.detach().bfloat16() for f in features], rois, levels, 7, LEVEL_SCALES,
                                        sampling_ratio, aligned)
     assert bf16.dtype == torch.bfloat16
