@@ -31,6 +31,7 @@ def test_one_step_matches_hand_sgd(cfg):
     optimizer.step()
     # w - lr * (grad + wd * w) = 2 - 0.1 * (3 + 1)
     assert model.weight.item() == torch.tensor(1.6).item()
+    assert optimizer.defaults["fused"]  # torch's one-pass kernel on the CPU
 
 
 def test_adamw_first_step_by_hand(cfg):
@@ -43,6 +44,7 @@ def test_adamw_first_step_by_hand(cfg):
     # first step: bias-corrected moments are g and g^2, so the step is lr * g / (|g| + eps); decay is decoupled
     expected = 2.0 - 0.01 * 0.5 * 2.0 - 0.01 * 3.0 / (3.0 + 1e-8)
     assert model.weight.item() == pytest.approx(expected, abs=1e-7)
+    assert optimizer.defaults["fused"]
 
 
 def test_backbone_lr_factor_scales_the_trunk_only(cfg):

@@ -4,6 +4,8 @@ from typing import List, NamedTuple, Tuple
 import torch
 import torchvision
 
+from . import nms
+
 
 class Proposals(NamedTuple):
     """Region proposals of a whole batch, flattened: image `image_index[i]` owns box i."""
@@ -68,9 +70,10 @@ def stable_argsort(keys: torch.Tensor) -> torch.Tensor:
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """torchvision.ops.batched_nms; in an exported graph, the coordinate-offset strategy it uses for few boxes."""
+    """torchvision.ops.batched_nms, its per-group calls threaded on the CPU (nms.batched_nms); in an exported graph,
+    the coordinate-offset strategy it uses for few boxes."""
     if not torch.compiler.is_exporting():
-        return torchvision.ops.batched_nms(boxes, scores, groups, iou_threshold)
+        return nms.batched_nms(boxes, scores, groups, iou_threshold)
     # torchvision picks its strategy by the number of boxes, which a graph does not know: offsetting each group
     # beyond the others' coordinates lets one NMS keep the groups apart; the appended 0 gives an empty input a max
     max_coordinate = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()

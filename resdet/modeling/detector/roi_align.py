@@ -248,6 +248,11 @@ def _sparse_times_dense(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tens
         return torch.empty(matrix.shape[0], dense.shape[1]).addmm_(matrix, dense, beta=0.0)  # beta 0: not read
 
 
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """A 4-d map laid out (N, H, W, C) in memory."""
+    return x.permute(0, 2, 3, 1).is_contiguous()
+
+
 def _bf16_sparse_times_dense(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """matrix (M, N) sparse CSR fp32 @ dense (N, C) bf16, as bf16 (M, C): an embedding bag per row, summing the
     dense rows its columns name weighted by its values (rounded to bf16), accumulated in fp32. torch's bf16 bag
@@ -291,6 +296,7 @@ class _SparseRoIAlign(torch.autograd.Function):
         if any(ctx.needs_input_grad[6:]):
             ctx.save_for_backward(matrix)
         ctx.shapes, ctx.dtype = shapes, inputs[0].dtype
+        ctx.channels_last = [_is_channels_last(x) for x in inputs]
         rows = out.view(len(rois), *pooled, channels)
         if not any(ctx.needs_input_grad[6:]):
             # inference: (K, C, PH, PW) with channels-last strides, no transposing copy; the box head flattens it
@@ -309,13 +315,18 @@ class _SparseRoIAlign(torch.autograd.Function):
         grad.copy_(grad_output.permute(0, 2, 3, 1))  # (K, PH, PW, C) fp32
         grad_features = _sparse_times_dense(matrix.t(), grad.view(-1, channels))  # (sum of B*H*W, C)
         grads, start = [], 0
-        for (batch, _, height, width), needed in zip(ctx.shapes, ctx.needs_input_grad[6:]):
+        for (batch, _, height, width), needed, channels_last in zip(ctx.shapes, ctx.needs_input_grad[6:],
+                                                                    ctx.channels_last):
             count = batch * height * width
             grad_input = None
-            if needed:
-                grad_input = torch.empty(batch, channels, height, width, dtype=ctx.dtype)
-                grad_input.copy_(grad_features[start:start + count].view(batch, height, width, channels)
-                                 .permute(0, 3, 1, 2))
+            if needed:  # in the input's layout: a channels-last fp32 input's gradient is a view, no copy
+                rows = grad_features[start:start + count].view(batch, height, width, channels).permute(0, 3, 1, 2)
+                if channels_last and ctx.dtype == torch.float32:
+                    grad_input = rows
+                else:
+                    layout = torch.channels_last if channels_last else torch.contiguous_format
+                    grad_input = torch.empty(batch, channels, height, width, dtype=ctx.dtype, memory_format=layout)
+                    grad_input.copy_(rows)
             grads.append(grad_input)
             start += count
         return (None, None, None, None, None, None, *grads)

@@ -154,6 +154,9 @@ def test_levels_in_one_product_equal_torchvision_level_by_level(sampling_ratio, 
     for got, want in zip(ours_grads, torch.autograd.grad(reference, features, grad_output)):
         assert got.shape == want.shape
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # each gradient in its map's layout: the channels-last level's (the detector's) as the others' NCHW
+    assert [g.is_contiguous(memory_format=torch.channels_last) for g in ours_grads] == [True, False, False, False]
+    assert all(g.is_contiguous() for g in ours_grads[1:])
     with torch.inference_mode():  # a bf16 pyramid: bf16 weights and output, summed in fp32
         bf16 = sparse_roi_align_levels([f.detach().bfloat16() for f in features], rois, levels, 7, LEVEL_SCALES,
                                        sampling_ratio, aligned)
