@@ -60,11 +60,22 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     # instead of 6 (the same updates, to rounding)
     fused = _fused_supported(group["params"] for group in groups) or None
     if solver.OPTIMIZER == "SGD":
-        return torch.optim.SGD(groups, lr=solver.BASE_LR, momentum=solver.MOMENTUM, nesterov=solver.NESTEROV,
-                               fused=fused)
-    if solver.OPTIMIZER == "AdamW":
-        return torch.optim.AdamW(groups, lr=solver.BASE_LR, betas=tuple(solver.BETAS), fused=fused)
-    raise ConfigError(f"SOLVER.OPTIMIZER: unknown {solver.OPTIMIZER!r}; choose one of {OPTIMIZERS}")
+        optimizer = torch.optim.SGD(groups, lr=solver.BASE_LR, momentum=solver.MOMENTUM, nesterov=solver.NESTEROV,
+                                    fused=fused)
+    elif solver.OPTIMIZER == "AdamW":
+        optimizer = torch.optim.AdamW(groups, lr=solver.BASE_LR, betas=tuple(solver.BETAS), fused=fused)
+    else:
+        raise ConfigError(f"SOLVER.OPTIMIZER: unknown {solver.OPTIMIZER!r}; choose one of {OPTIMIZERS}")
+    if fused:
+        optimizer.register_step_post_hook(_mark_parameters_modified)
+    return optimizer
+
+
+def _mark_parameters_modified(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """Bump every parameter's version counter after a fused step, which updates them in place without doing so:
+    the weights derived from parameters (folded norms, packed or cast weights: modeling.weight_cache) are
+    recomputed when a version changes, and would otherwise stay those of the first evaluation."""
+    torch.autograd.graph.increment_version([p for group in optimizer.param_groups for p in group["params"]])
 
 
 def _fused_supported(param_lists: Iterable[List[nn.Parameter]]) -> bool:

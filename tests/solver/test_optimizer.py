@@ -5,6 +5,7 @@ from torch import nn
 
 import resdet
 from resdet.config import setup_cfg
+from resdet.modeling.weight_cache import layer_weights
 from resdet.solver import build_optimizer
 
 
@@ -65,3 +66,19 @@ def test_unknown_optimizer_is_named(cfg):
     cfg.SOLVER.OPTIMIZER = "Lion"
     with pytest.raises(ValueError, match="SOLVER.OPTIMIZER.*Lion"):
         build_optimizer(cfg, nn.Linear(1, 1))
+
+
+@pytest.mark.parametrize("optimizer_name", ["SGD", "AdamW"])
+def test_a_step_renews_the_weights_derived_from_the_parameters(cfg, optimizer_name):
+    # the fused kernels update parameters without bumping their version counters; the weight cache keys on them
+    cfg.SOLVER.OPTIMIZER = optimizer_name
+    layer = nn.Linear(3, 2)
+    optimizer = build_optimizer(cfg, layer)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        before = layer_weights(layer)[0].clone()  # the cached bf16 weight
+    layer(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        after = layer_weights(layer)[0]
+    assert not torch.equal(after, before)
+    assert torch.equal(after, layer.weight.detach().bfloat16())
