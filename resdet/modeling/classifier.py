@@ -2,6 +2,7 @@
 import torch
 from torch import nn
 
+from . import weight_cache
 from .backbone import Backbone, build_backbone
 from .meta_arch import META_ARCH_REGISTRY
 
@@ -23,6 +24,11 @@ class Classifier(nn.Module):
         # channels_last weights and activations: faster convolutions forward and backward, and the weight gradients
         # come out in the weights' own layout (with NCHW weights they would be converted back every step)
         self.to(memory_format=torch.channels_last)
+
+    def train(self, mode: bool = True) -> nn.Module:
+        """nn.Module.train, dropping the weights cached from the parameters (weight_cache.forget)."""
+        weight_cache.forget(self)
+        return super().train(mode)
 
     @classmethod
     def from_config(cls, cfg) -> "Classifier":

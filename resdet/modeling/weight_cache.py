@@ -72,6 +72,14 @@ def cached_weights(owner: nn.Module, sources: Sequence[Optional[torch.Tensor]], 
     return entry.values
 
 
+def forget(model: nn.Module) -> None:
+    """Drop what is cached for the model's modules: recomputed at the next use. FasterRCNN and Classifier do so at
+    every train() / eval(), so that parameters changed where their version counters do not see it (through
+    `.data`, or a kernel writing in place) are picked up at the next switch."""
+    for module in model.modules():
+        _CACHE.pop(module, None)
+
+
 def layer_weights(layer: nn.Module) -> Weights:
     """(weight, bias) of a conv or linear layer, already in the autocast dtype when autocast is on."""
     if autocast_dtype(layer.weight.device.type) is None:

@@ -56,3 +56,25 @@ def test_packed_conv_on_channels_last_inputs_equals_conv2d():
             torch.testing.assert_close(out.float(), by_hand.relu().float(), rtol=1e-2, atol=1e-2)
     if weight_cache.PACKING:  # the packed path was the one taken
         assert "packed" in weight_cache._CACHE[conv] and weight_cache._CACHE[conv]["packed"].values[0].is_mkldnn
+
+
+def test_a_mode_switch_picks_up_parameters_changed_behind_the_version_counters():
+    import resdet
+
+    cfg = resdet.get_cfg()
+    cfg.merge_from_file("configs/toy_cls_r18.yaml")
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu"])
+    model = resdet.build_model(cfg).eval()
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255
+    with torch.no_grad():
+        first = model(images)  # caches the BN layers folded into their convs
+        for param in model.parameters():
+            param.data.mul_(0.9)  # `.data` leaves the version counters as they were
+        model.eval()
+        second = model(images)
+    fresh = resdet.build_model(cfg).eval()
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        expected = fresh(images)
+    assert not torch.allclose(first, expected)
+    torch.testing.assert_close(second, expected, rtol=1e-5, atol=1e-5)
