@@ -3,10 +3,11 @@
 torchvision's CPU kernels run on one thread and only in fp32, and the backward recomputes every weight for every
 channel and scatters one value at a time. Here each output bin is one row of a sparse matrix S whose columns are
 the feature map's pixels (b, y, x): out = S @ F and grad_F = S^T @ grad_out, with F channels-last (B*H*W, C), so
-that MKL's multithreaded sparse x dense product does the work over all channels at once (for a bf16 F, torch's bf16
-embedding-bag kernel, seven times faster here: each row of S is a bag of F's rows, its values the bag's weights). Bilinear sampling is
-separable: a bin's weights are the outer product of its per-row and per-column weights, each the sum over the
-bin's samples of the two bilinear taps, so S holds one entry per pixel a bin touches rather than four per sample.
+that MKL's multithreaded sparse x dense product does the work over all channels at once; for a bf16 F, torch's bf16
+embedding-bag kernel does, about three times faster here (each row of S is a bag of F's rows, its values the bag's
+weights). Bilinear sampling is separable: a bin's weights are the outer product of its per-row and per-column
+weights, each the sum over the bin's samples of the two bilinear taps, so S holds one entry per pixel a bin touches
+rather than four per sample.
 An FPN pooler's levels are one product too: the levels' pixels are stacked into one F, each box's columns offset to
 its level, so the pooled features come out in the boxes' order with no per-level scatter into a zeroed result.
 """
@@ -256,8 +257,8 @@ def _is_channels_last(x: torch.Tensor) -> bool:
 def _bf16_sparse_times_dense(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """matrix (M, N) sparse CSR fp32 @ dense (N, C) bf16, as bf16 (M, C): an embedding bag per row, summing the
     dense rows its columns name weighted by its values (rounded to bf16), accumulated in fp32. torch's bf16 bag
-    kernel is vectorised and threaded: 2 ms where MKL's fp32 sparse product takes 14 ms on the same matrix
-    (R50-FPN inference, 41k rows, 0.4M entries, 256 channels); its fp32 bag kernel is the slow one (18 ms)."""
+    kernel is vectorised and threaded: 5 ms where MKL's fp32 sparse product took 14 ms on the same matrix
+    (R50-FPN inference, 41k rows, 0.4M entries, 256 channels); its fp32 bag kernel is slower than MKL's product."""
     offsets, columns = matrix.crow_indices(), matrix.col_indices()
     with torch.autocast("cpu", enabled=False):
         return torch.nn.functional.embedding_bag(columns, dense, offsets[:-1], mode="sum",
