@@ -2,6 +2,7 @@
 import torch
 from torch import nn
 
+import resdet
 from resdet.modeling import weight_cache
 from resdet.modeling.weight_cache import conv2d, layer_weights, linear
 
@@ -59,8 +60,6 @@ def test_packed_conv_on_channels_last_inputs_equals_conv2d():
 
 
 def test_a_mode_switch_picks_up_parameters_changed_behind_the_version_counters():
-    import resdet
-
     cfg = resdet.get_cfg()
     cfg.merge_from_file("configs/toy_cls_r18.yaml")
     cfg.merge_from_list(["MODEL.DEVICE", "cpu"])
