@@ -51,7 +51,7 @@ class FCBoxHead(nn.Module):
 
 def _is_channels_last(x: torch.Tensor) -> bool:
     """A 4-d tensor laid out (N, H, W, C) in memory but not also (N, C, H, W) (as when H = W = 1)."""
-    return x.dim() == 4 and not x.is_contiguous() and x.permute(0, 2, 3, 1).is_contiguous()
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 class FastRCNNPredictor(nn.Module):

@@ -25,6 +25,8 @@ def _executor(workers: int) -> ThreadPoolExecutor:
     in it)."""
     global _pool
     if _pool is None or _pool[0] != os.getpid() or _pool[1] != workers:
+        if _pool is not None and _pool[0] == os.getpid():  # the thread count changed: the old pool's threads end
+            _pool[2].shutdown(wait=False)
         _pool = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix="resdet-nms"))
     return _pool[2]
 

@@ -249,11 +249,6 @@ def _sparse_times_dense(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tens
         return torch.empty(matrix.shape[0], dense.shape[1]).addmm_(matrix, dense, beta=0.0)  # beta 0: not read
 
 
-def _is_channels_last(x: torch.Tensor) -> bool:
-    """A 4-d map laid out (N, H, W, C) in memory."""
-    return x.permute(0, 2, 3, 1).is_contiguous()
-
-
 def _bf16_sparse_times_dense(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """matrix (M, N) sparse CSR fp32 @ dense (N, C) bf16, as bf16 (M, C): an embedding bag per row, summing the
     dense rows its columns name weighted by its values (rounded to bf16), accumulated in fp32. torch's bf16 bag
@@ -297,7 +292,7 @@ class _SparseRoIAlign(torch.autograd.Function):
         if any(ctx.needs_input_grad[6:]):
             ctx.save_for_backward(matrix)
         ctx.shapes, ctx.dtype = shapes, inputs[0].dtype
-        ctx.channels_last = [_is_channels_last(x) for x in inputs]
+        ctx.channels_last = [x.is_contiguous(memory_format=torch.channels_last) for x in inputs]
         rows = out.view(len(rois), *pooled, channels)
         if not any(ctx.needs_input_grad[6:]):
             # inference: (K, C, PH, PW) with channels-last strides, no transposing copy; the box head flattens it
