@@ -30,6 +30,9 @@ stages up to FREEZE_AT frozen) with the config's depth, sizes and thresholds; it
 (the stride moved to the 1x1 convs when STRIDE_IN_1X1) and gets the same inputs. --amp runs both under autocast
 (bf16 on the CPU, fp16 with loss scaling on CUDA). Memory: peak RSS on the CPU (resdet's read before
 torchvision's model exists, so the process peak is reported apart), torch.cuda.max_memory_allocated on CUDA.
+On the CPU the process keeps freed blocks in its heap as the training and evaluation tools do
+(resdet.engine.allocator; "keep_freed_memory" in the output, RESDET_KEEP_FREED_MEMORY=0 to time glibc's default),
+for every model it times.
 
 --compare onnxruntime (infer only, fp32; needs resdet[export]) exports the resdet model to ONNX as
 tools/export_model.py does and runs it in onnxruntime on as many threads ("onnxruntime", and "onnxruntime_ratio" =
@@ -55,6 +58,7 @@ from resdet import build_model
 from resdet.config import ConfigError, setup_cfg
 from resdet.data import (build_classification_test_loader, build_classification_train_loader,
                          build_detection_test_loader, build_detection_train_loader)
+from resdet.engine.allocator import keep_freed_memory
 from resdet.errors import UsageError
 from resdet.evaluation.classification import predict_scores
 from resdet.evaluation.coco_backends import COCO_EVAL_BACKENDS
@@ -312,6 +316,8 @@ def benchmark(cfg, args) -> dict:
         return result
     model = build_model(cfg)
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        result["keep_freed_memory"] = keep_freed_memory()
     first, timed_inputs, info = task_inputs(cfg, args, device)
     result.update(device=str(device), **info)
     if is_detector(cfg) and not cfg.MODEL.WEIGHTS:

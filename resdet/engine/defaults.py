@@ -15,6 +15,7 @@ from ..errors import UsageError
 from ..utils.cli import EXIT_USER_ERROR, ToolArgumentParser, debug_requested, run_tool
 from ..utils.logger import environment_info, setup_logger
 from . import comm
+from .allocator import DISABLE_VARIABLE as ALLOCATOR_VARIABLE, keep_freed_memory
 from .launch import launch, under_torchrun
 
 logger = logging.getLogger(__name__)
@@ -90,9 +91,18 @@ def seed_all(seed: int) -> int:
     return seed
 
 
+def _trains_on_cpu(device: str) -> bool:
+    """Whether MODEL.DEVICE is the CPU, "auto" without CUDA included (resolve_device's rule, without importing the
+    models here: a tool that fails on its data should fail before that import's cost and warnings)."""
+    if device == "auto":
+        return not torch.cuda.is_available()
+    return device.split(":")[0] == "cpu"
+
+
 def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
     """OUTPUT_DIR, logging (log.txt; log.txt.rank{N} on other ranks), environment and config in the log,
-    OUTPUT_DIR/config.yaml (rank 0), seeding (SEED < 0: random, logged; each rank offsets it by its rank)."""
+    OUTPUT_DIR/config.yaml (rank 0), seeding (SEED < 0: random, logged; each rank offsets it by its rank), and on the
+    CPU glibc's malloc keeping freed blocks (allocator.keep_freed_memory)."""
     rank = comm.get_rank()
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     setup_logger(cfg.OUTPUT_DIR, rank)
@@ -107,6 +117,8 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
     seed = seed_all(cfg.SEED if cfg.SEED < 0 else cfg.SEED + rank)
     logger.info("seed %d", seed)
     torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
+    if _trains_on_cpu(cfg.MODEL.DEVICE) and keep_freed_memory():
+        logger.info("freed blocks up to 1 GB stay in the heap (%s=0 turns this off)", ALLOCATOR_VARIABLE)
 
 
 def _exit_on_user_errors(main_func: Callable, debug: bool, *args) -> None:
