@@ -82,8 +82,8 @@ def add_upsampled(lateral: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
     so does training: autograd's backward of the in-place broadcast (a copy of the gradient, then a strided sum over
     the 2x2 blocks) takes 2x (fp32) to 10x (bf16) the time of interpolate's and add's together."""
     if (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()  # before any
-            or _needs_grad(lateral, coarse)  # size test, which a graph would record as a constraint on its inputs
-            or lateral.dtype != coarse.dtype
+            or lateral.dtype != coarse.dtype  # size test, which a graph would record as a constraint on its inputs
+            or _needs_grad(lateral, coarse)
             or tuple(lateral.shape[-2:]) != (2 * coarse.shape[-2], 2 * coarse.shape[-1])):
         return lateral + F.interpolate(coarse, size=lateral.shape[-2:], mode="nearest")
     height, width = coarse.shape[-2:]
