@@ -28,7 +28,7 @@ x = torch.ones(1 << 24)  # 64 MB
 mapped_bytes = libc.mallinfo2().hblkhd - mapped_before
 del x
 
-def step():  # four 64 MB tensors live at once with small allocations in between, as in a forward and backward
+def step():  # five 64 MB tensors with small allocations in between, as in a forward and backward
     a = torch.ones(1 << 24); b = a * 2; c = (b + a).sum(); d = torch.relu(b - a)
     return float(c) + float(d[0])
 
@@ -54,7 +54,8 @@ def test_large_blocks_come_from_the_heap_and_are_reused():
     tuned = run_child()
     assert tuned["applied"]
     assert tuned["mapped_bytes"] == 0  # the 64 MB block came from the heap, not from a mapping of its own
-    # mapped afresh, the step's four tensors would fault 4 x 16384 times; reused, rarely more than a fraction of one
+    # mapped afresh, the step's five tensors fault 5 x 16384 times (81925 measured with it off); reused, 0 in most
+    # runs and at most 4915 in 16
     assert tuned["faults_per_step"] < PAGES_PER_TENSOR
 
 
