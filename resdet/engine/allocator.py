@@ -17,14 +17,15 @@ logger = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD = -1  # mallopt parameters, <malloc.h>
 _M_MMAP_THRESHOLD = -3
 DISABLE_VARIABLE = "RESDET_KEEP_FREED_MEMORY"
+LARGEST_BLOCK = 1 << 30  # bytes
 
 
-def keep_freed_memory(largest_block: int = 1 << 30) -> bool:
+def keep_freed_memory(largest_block: int = LARGEST_BLOCK) -> bool:
     """Raise glibc's mmap and trim thresholds so that freed blocks up to `largest_block` bytes are reused, not
     unmapped; False (and nothing changed) where the C library is not glibc or RESDET_KEEP_FREED_MEMORY=0."""
     if os.environ.get(DISABLE_VARIABLE, "1") == "0":
         return False
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if platform.libc_ver()[0] != "glibc":
         return False
     if not 0 < largest_block < 1 << 31:
         raise ValueError(f"keep_freed_memory: largest_block must be a positive C int, got {largest_block}")

@@ -13,9 +13,9 @@ import torch
 from ..config import CfgNode, ConfigError, get_cfg, validate_config
 from ..errors import UsageError
 from ..utils.cli import EXIT_USER_ERROR, ToolArgumentParser, debug_requested, run_tool
+from ..utils.device import device_type
 from ..utils.logger import environment_info, setup_logger
-from . import comm
-from .allocator import DISABLE_VARIABLE as ALLOCATOR_VARIABLE, keep_freed_memory
+from . import allocator, comm
 from .launch import launch, under_torchrun
 
 logger = logging.getLogger(__name__)
@@ -91,14 +91,6 @@ def seed_all(seed: int) -> int:
     return seed
 
 
-def _trains_on_cpu(device: str) -> bool:
-    """Whether MODEL.DEVICE is the CPU, "auto" without CUDA included (resolve_device's rule, without importing the
-    models here: a tool that fails on its data should fail before that import's cost and warnings)."""
-    if device == "auto":
-        return not torch.cuda.is_available()
-    return device.split(":")[0] == "cpu"
-
-
 def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
     """OUTPUT_DIR, logging (log.txt; log.txt.rank{N} on other ranks), environment and config in the log,
     OUTPUT_DIR/config.yaml (rank 0), seeding (SEED < 0: random, logged; each rank offsets it by its rank), and on the
@@ -117,8 +109,9 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
     seed = seed_all(cfg.SEED if cfg.SEED < 0 else cfg.SEED + rank)
     logger.info("seed %d", seed)
     torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
-    if _trains_on_cpu(cfg.MODEL.DEVICE) and keep_freed_memory():
-        logger.info("freed blocks up to 1 GB stay in the heap (%s=0 turns this off)", ALLOCATOR_VARIABLE)
+    if device_type(cfg.MODEL.DEVICE) == "cpu" and allocator.keep_freed_memory():
+        logger.info("freed blocks up to %d MB stay in the heap (%s=0 turns this off)", allocator.LARGEST_BLOCK >> 20,
+                    allocator.DISABLE_VARIABLE)
 
 
 def _exit_on_user_errors(main_func: Callable, debug: bool, *args) -> None:

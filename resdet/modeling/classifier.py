@@ -8,7 +8,7 @@ from .meta_arch import META_ARCH_REGISTRY
 
 
 @META_ARCH_REGISTRY.register()
-class Classifier(nn.Module):
+class Classifier(weight_cache.ForgetsOnModeSwitch):
     """Images (N,3,H,W), 0-255 in INPUT.FORMAT order, to logits (N, num_classes); any H, W >= 32."""
 
     def __init__(self, backbone: Backbone, num_classes: int, pixel_mean, pixel_std):
@@ -24,11 +24,6 @@ class Classifier(nn.Module):
         # channels_last weights and activations: faster convolutions forward and backward, and the weight gradients
         # come out in the weights' own layout (with NCHW weights they would be converted back every step)
         self.to(memory_format=torch.channels_last)
-
-    def train(self, mode: bool = True) -> nn.Module:
-        """nn.Module.train, dropping the weights cached from the parameters (weight_cache.forget)."""
-        weight_cache.forget(self)
-        return super().train(mode)
 
     @classmethod
     def from_config(cls, cfg) -> "Classifier":

@@ -1,26 +1,16 @@
 """META_ARCH_REGISTRY and build_model."""
 import logging
 
-import torch
 from fvcore.common.registry import Registry
 from torch import nn
 
 from ..errors import ConfigError
+from ..utils.device import resolve_device
 
 META_ARCH_REGISTRY = Registry("META_ARCH")
 META_ARCH_REGISTRY.__doc__ = """Model classes with `from_config(cfg)`, named by MODEL.META_ARCHITECTURE."""
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """MODEL.DEVICE to a torch.device; "auto" is cuda when available, else cpu."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"MODEL.DEVICE is {name!r} but CUDA is not available; use MODEL.DEVICE cpu")
-    return device
 
 
 def build_model(cfg) -> nn.Module:

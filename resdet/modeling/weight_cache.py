@@ -47,7 +47,8 @@ def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
     return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
 
 
-def _gradient_flows(tensors: Sequence[torch.Tensor]) -> bool:
+def gradient_flows(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether autograd records an operation on these tensors."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
@@ -58,7 +59,7 @@ def cached_weights(owner: nn.Module, sources: Sequence[Optional[torch.Tensor]], 
     is whenever a gradient flows. `kind` tells apart different weights derived from one owner."""
     sources = tuple(sources)
     present = [t for t in sources if t is not None]
-    if _gradient_flows(present) or any(t.is_inference() for t in present):  # inference tensors: no version counter
+    if gradient_flows(present) or any(t.is_inference() for t in present):  # inference tensors: no version counter
         return compute()
     versions = tuple(t._version for t in present)
     dtype = autocast_dtype(present[0].device.type) or present[0].dtype
@@ -73,11 +74,19 @@ def cached_weights(owner: nn.Module, sources: Sequence[Optional[torch.Tensor]], 
 
 
 def forget(model: nn.Module) -> None:
-    """Drop what is cached for the model's modules: recomputed at the next use. FasterRCNN and Classifier do so at
-    every train() / eval(), so that parameters changed where their version counters do not see it (through
-    `.data`, or a kernel writing in place) are picked up at the next switch."""
+    """Drop what is cached for the model's modules: recomputed at the next use."""
     for module in model.modules():
         _CACHE.pop(module, None)
+
+
+class ForgetsOnModeSwitch(nn.Module):
+    """A model whose train() / eval() forget() its cached weights (FasterRCNN, Classifier), so that parameters
+    changed where their version counters do not see it (through `.data`, or a kernel writing in place) are picked
+    up at the next switch."""
+
+    def train(self, mode: bool = True) -> nn.Module:
+        forget(self)
+        return super().train(mode)
 
 
 def layer_weights(layer: nn.Module) -> Weights:
@@ -137,5 +146,5 @@ def _packable(x: torch.Tensor, dtype: torch.dtype, sources: Sequence[Optional[to
     return (PACKING and x.device.type == "cpu" and x.dim() == 4 and dtype in (torch.float32, torch.bfloat16)
             and x.dtype in (torch.float32, torch.bfloat16) and (x.dtype == dtype or autocast_dtype("cpu") == dtype)
             and x.is_contiguous(memory_format=torch.channels_last)
-            and not _gradient_flows(present) and not any(t.is_inference() for t in present)
+            and not gradient_flows(present) and not any(t.is_inference() for t in present)
             and not torch.jit.is_tracing() and not torch.compiler.is_compiling() and not torch.compiler.is_exporting())

@@ -10,7 +10,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ...errors import ConfigError
-from ..weight_cache import conv2d, observed
+from ..weight_cache import conv2d, gradient_flows, observed
 from .backbone import Backbone, ShapeSpec
 from .build import BACKBONE_REGISTRY
 from .resnet import STAGE_NAMES, build_resnet_backbone
@@ -83,18 +83,13 @@ def add_upsampled(lateral: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
     the 2x2 blocks) takes 2x (fp32) to 10x (bf16) the time of interpolate's and add's together."""
     if (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()  # before any
             or lateral.dtype != coarse.dtype  # size test, which a graph would record as a constraint on its inputs
-            or _needs_grad(lateral, coarse)
+            or gradient_flows((lateral, coarse))
             or tuple(lateral.shape[-2:]) != (2 * coarse.shape[-2], 2 * coarse.shape[-1])):
         return lateral + F.interpolate(coarse, size=lateral.shape[-2:], mode="nearest")
     height, width = coarse.shape[-2:]
     blocks = lateral.unflatten(3, (width, 2)).unflatten(2, (height, 2))  # (B, C, h, 2, w, 2), a view
     blocks.add_(coarse[:, :, :, None, :, None])
     return lateral
-
-
-def _needs_grad(*tensors: torch.Tensor) -> bool:
-    """Whether autograd records an operation on these tensors."""
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 @BACKBONE_REGISTRY.register()
