@@ -3,7 +3,7 @@
 glibc's malloc serves every block above its mmap threshold (which adapts, but never beyond 32 MB) with a fresh
 mmap and unmaps it when freed. The large activations and gradients of a step (a ResNet-50 at batch 16 has dozens
 of 51 MB ones) are therefore mapped again every step, and the kernel zero-fills each of their pages on first
-touch: 60k-340k page faults and 0.1-0.6 s of system time in a 1.2 s step on the development machine. With the
+touch: up to 360k page faults and 0.6 s of system time in a 1.2-1.5 s step on the development machine. With the
 thresholds raised, freed blocks stay in the heap and the next step reuses them (what tcmalloc or jemalloc would
 do), at the cost of keeping the step's peak memory mapped between steps.
 """

@@ -80,7 +80,7 @@ def add_upsampled(lateral: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
     padded input being a multiple of the coarsest stride) coarse is broadcast onto 2x2 blocks of lateral in place:
     no upsampled map is written and read back. Graph capture (export) keeps torchvision's interpolate and add, and
     so does training: autograd's backward of the in-place broadcast (a copy of the gradient, then a strided sum over
-    the 2x2 blocks) takes 2x (fp32) to 10x (bf16) the time of interpolate's and add's together."""
+    the 2x2 blocks) takes 2 to 12 times the time of interpolate's and add's together."""
     if (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()  # before any
             or lateral.dtype != coarse.dtype  # size test, which a graph would record as a constraint on its inputs
             or gradient_flows((lateral, coarse))
