@@ -137,6 +137,13 @@ _C.DATALOADER.NUM_WORKERS = 2
 _C.DATALOADER.ASPECT_RATIO_GROUPING = True
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True
 _C.DATALOADER.SKIP_CORRUPT = False  # training: replace an unreadable image by the next readable one, warn, count
+# Records as flat arrays shared by all loader workers and processes (resdet/data/record_store.py); False gives each
+# a list of dicts, which every worker ends up copying (fork's copy-on-write meets reference counts).
+_C.DATALOADER.SHARED_RECORDS = True
+# How loader workers start: "" = "fork" where the platform has it (Linux), else its default ("spawn" on macOS and
+# Windows); or "fork", "spawn", "forkserver". Without it, processes started by --num-gpus (spawn) would spawn
+# their workers too, each importing torch again (about 450 MB each).
+_C.DATALOADER.START_METHOD = ""
 
 # ---------------------------------------------------------------- solver
 _C.SOLVER = CN()

@@ -1,10 +1,12 @@
 """Data loaders for training (infinite, sharded across ranks, resumable) and testing (finite, sharded)."""
 import functools
 import logging
+import multiprocessing
 import os
 import signal
+import sys
 import threading
-from typing import Callable, Dict, List, Sequence, Set, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import torch
@@ -16,6 +18,7 @@ from .datasets import DatasetCatalog, MetadataCatalog
 from .mappers import (
     ClassificationTestMapper, ClassificationTrainMapper, DetectionTestMapper, DetectionTrainMapper, training_targets,
 )
+from .record_store import MORE, ConcatRecords, RecordStore
 from .skip_corrupt import CorruptImageSkipper
 from .samplers import InferenceSampler, SampleKey, TrainingBatchSampler, TrainingSampler
 
@@ -33,7 +36,7 @@ class MapDataset(Dataset):
     next readable one (resdet/data/skip_corrupt.py); a test set must not, as a repeated image would be scored twice.
     """
 
-    def __init__(self, records: List[dict], mapper: Callable, seed: int = 0, skip_corrupt: bool = False):
+    def __init__(self, records: Sequence[dict], mapper: Callable, seed: int = 0, skip_corrupt: bool = False):
         self.records, self.mapper, self.seed = records, mapper, seed
         self.rng = np.random.default_rng(seed)
         self.skipper = CorruptImageSkipper(records) if skip_corrupt else None
@@ -130,20 +133,26 @@ def images_per_process(cfg) -> int:
     return total // world_size
 
 
-def load_datasets(names: Union[str, Sequence[str]], key: str = "DATASETS.TRAIN") -> List[dict]:
-    """The concatenated dicts of several catalog names, which must share their thing_classes."""
+def load_datasets(names: Union[str, Sequence[str]], key: str = "DATASETS.TRAIN",
+                  keep: Optional[Callable[[Sequence[dict]], Sequence[dict]]] = None,
+                  shared: bool = True) -> Sequence[dict]:
+    """The records of several catalog names read as one sequence; they must share their thing_classes.
+
+    With `shared` each dataset's records stay a RecordStore (shared by loader workers, not copied), else they
+    become a list of dicts; `keep`, if given, selects from each dataset (e.g. filter_empty).
+    """
     names = [names] if isinstance(names, str) else list(names)
     if not names:
         raise ConfigError(f"{key} is empty: name at least one dataset (see README section 'Datasets')")
     classes = {name: MetadataCatalog.get(name).get("thing_classes") for name in names}
     if len({tuple(c) if c is not None else None for c in classes.values()}) > 1:
         raise ConfigError(f"{key}: the datasets {names} have different thing_classes and cannot be concatenated")
-    records = []
+    parts = []
     for name in names:
-        dicts = DatasetCatalog.get(name)
-        logger.info("dataset %s: %d images", name, len(dicts))
-        records.extend(dicts)
-    return records
+        records = DatasetCatalog.get_records(name) if shared else DatasetCatalog.get(name)
+        logger.info("dataset %s: %d images", name, len(records))
+        parts.append(keep(records) if keep is not None else records)
+    return parts[0] if len(parts) == 1 else ConcatRecords(parts)
 
 
 def _dataloader(cfg, dataset: Dataset, collate: Callable, **sampling) -> DataLoader:
@@ -153,8 +162,21 @@ def _dataloader(cfg, dataset: Dataset, collate: Callable, **sampling) -> DataLoa
     # every iter(), which would shift the model's random stream (RPN and RoI sampling) between runs.
     generator = torch.Generator().manual_seed(getattr(dataset, "seed", 0))
     worker_init = functools.partial(_end_on_loader_request, os.getpid())
-    return DataLoader(dataset, num_workers=cfg.DATALOADER.NUM_WORKERS, collate_fn=collate, pin_memory=pin,
-                      worker_init_fn=worker_init, generator=generator, **sampling)
+    workers = cfg.DATALOADER.NUM_WORKERS
+    return DataLoader(dataset, num_workers=workers, collate_fn=collate, pin_memory=pin, worker_init_fn=worker_init,
+                      generator=generator, multiprocessing_context=worker_context(cfg) if workers else None,
+                      **sampling)
+
+
+def worker_context(cfg) -> multiprocessing.context.BaseContext:
+    """The multiprocessing context of DATALOADER.START_METHOD ("": fork where available, else the default)."""
+    method = cfg.DATALOADER.START_METHOD
+    available = multiprocessing.get_all_start_methods()
+    if method and method not in available:
+        raise ConfigError(f"DATALOADER.START_METHOD: {method!r} is not available here; choose one of {available}")
+    if not method:
+        method = "fork" if "fork" in available and sys.platform.startswith("linux") else None
+    return multiprocessing.get_context(method)
 
 
 def collate_classification(batch: List[tuple]) -> Tuple[Union[torch.Tensor, List[torch.Tensor]], torch.Tensor]:
@@ -173,7 +195,7 @@ def collate_list(batch: List[dict]) -> List[dict]:
 
 def build_classification_train_loader(cfg) -> InfiniteLoader:
     """Endless (images (N,3,S,S) float 0-255 in INPUT.FORMAT, labels (N,) int64), N = IMS_PER_BATCH / world."""
-    records = load_datasets(cfg.DATASETS.TRAIN)
+    records = load_datasets(cfg.DATASETS.TRAIN, shared=cfg.DATALOADER.SHARED_RECORDS)
     seed = shared_seed(cfg)
     sampler = TrainingSampler(len(records), seed, comm.get_rank(), comm.get_world_size())
     batch_sampler = TrainingBatchSampler(sampler, images_per_process(cfg))
@@ -188,18 +210,42 @@ def build_classification_test_loader(cfg, dataset_name: str, colour_test: str = 
     TEST.CLS_MODE "center" gives (N,3,S,S) and "ten_crop" (N,10,3,S,S), N = IMS_PER_BATCH / world;
     "fully_conv" gives one image per batch as a list of (1,3,h,w), one per TEST.SCALES.
     """
-    records = load_datasets(dataset_name, "dataset_name")
+    records = load_datasets(dataset_name, "dataset_name", shared=cfg.DATALOADER.SHARED_RECORDS)
     sampler = InferenceSampler(len(records), comm.get_rank(), comm.get_world_size())
     batch_size = 1 if cfg.TEST.CLS_MODE == "fully_conv" else images_per_process(cfg)
     dataset = MapDataset(records, ClassificationTestMapper(cfg, colour_test))
     return _dataloader(cfg, dataset, collate_classification, sampler=sampler, batch_size=batch_size)
 
 
-def filter_empty(records: List[dict]) -> List[dict]:
+def filter_empty(records: Sequence[dict]) -> Sequence[dict]:
     """Drop images without a box usable for training (all absent, crowd or difficult)."""
-    kept = [r for r in records if len(training_targets(r)[1]) > 0]
+    usable = images_with_boxes(records)
+    kept = records.select(np.flatnonzero(usable)) if isinstance(records, RecordStore) else \
+        [r for r, has_boxes in zip(records, usable) if has_boxes]
     logger.info("removed %d of %d images without usable annotations", len(records) - len(kept), len(records))
     return kept
+
+
+def images_with_boxes(records: Sequence[dict]) -> np.ndarray:
+    """(N,) bool: whether each record has an annotation usable for training (not crowd, not difficult)."""
+    if isinstance(records, RecordStore) and isinstance(records.schema.get("annotations"), dict):
+        annotations = records.nested("annotations")
+        usable = np.ones(len(annotations), dtype=bool)
+        flags = [field for field in ("iscrowd", "difficult") if field in annotations.schema]
+        if all(annotations.schema[field] in ("int", "bool") for field in flags) and MORE not in annotations.schema:
+            for field in flags:
+                usable &= annotations.column(field) == 0
+            return records.count_nested("annotations", usable) > 0
+    return np.array([len(training_targets(r)[1]) > 0 for r in records], dtype=bool)
+
+
+def portrait_flags(records: Sequence[dict]) -> np.ndarray:
+    """(N,) int: 1 for portrait images (h > w), 0 for landscape: the groups of DATALOADER.ASPECT_RATIO_GROUPING."""
+    if isinstance(records, ConcatRecords):
+        return np.concatenate([portrait_flags(part) for part in records.parts])
+    if isinstance(records, RecordStore) and records.schema.get("height") == records.schema.get("width") == "int":
+        return (records.column("height") > records.column("width")).astype(np.int64)
+    return np.array([int(r["height"] > r["width"]) for r in records], dtype=np.int64)
 
 
 def build_detection_train_loader(cfg) -> InfiniteLoader:
@@ -207,12 +253,11 @@ def build_detection_train_loader(cfg) -> InfiniteLoader:
 
     With DATALOADER.ASPECT_RATIO_GROUPING a batch holds only landscape (w >= h) or only portrait images.
     """
-    records = load_datasets(cfg.DATASETS.TRAIN)
-    if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
-        records = filter_empty(records)
+    records = load_datasets(cfg.DATASETS.TRAIN, keep=filter_empty if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS else None,
+                            shared=cfg.DATALOADER.SHARED_RECORDS)
     seed = shared_seed(cfg)
     sampler = TrainingSampler(len(records), seed, comm.get_rank(), comm.get_world_size())
-    group_ids = [int(r["height"] > r["width"]) for r in records] if cfg.DATALOADER.ASPECT_RATIO_GROUPING else None
+    group_ids = portrait_flags(records) if cfg.DATALOADER.ASPECT_RATIO_GROUPING else None
     batch_sampler = TrainingBatchSampler(sampler, images_per_process(cfg), group_ids)
     dataset = MapDataset(records, DetectionTrainMapper(cfg), seed, skip_corrupt=cfg.DATALOADER.SKIP_CORRUPT)
     return InfiniteLoader(_dataloader(cfg, dataset, collate_list, batch_sampler=batch_sampler))
@@ -221,7 +266,7 @@ def build_detection_train_loader(cfg) -> InfiniteLoader:
 def build_detection_test_loader(cfg, dataset_name: str) -> DataLoader:
     """This rank's shard of `dataset_name`, one-image lists of {"image" (original), "height", "width",
     "image_id", "file_name"}; the model resizes with INPUT.MIN/MAX_SIZE_TEST itself."""
-    records = load_datasets(dataset_name, "dataset_name")
+    records = load_datasets(dataset_name, "dataset_name", shared=cfg.DATALOADER.SHARED_RECORDS)
     sampler = InferenceSampler(len(records), comm.get_rank(), comm.get_world_size())
     dataset = MapDataset(records, DetectionTestMapper(cfg))
     return _dataloader(cfg, dataset, collate_list, sampler=sampler, batch_size=1)

@@ -1,15 +1,19 @@
 """Check the datasets a config names before training: load each, decode every image, count and name problems."""
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+from tqdm import tqdm
 
 from ..errors import error_message, is_user_error
+from .build import images_with_boxes
 from .class_count import check_num_classes
 from .datasets import DatasetCatalog, MetadataCatalog
 from .datasets.issues import DataIssues, dataset_issues
 from .image_io import try_read_image
+from .record_store import RecordStore
 
 
 @dataclass
@@ -74,18 +78,31 @@ class DatasetReport:
         return lines
 
 
-def _count_classes(report: DatasetReport, records: List[dict]) -> None:
-    report.detection = bool(records) and "annotations" in records[0]
+def _count_classes(report: DatasetReport, records: Sequence[dict]) -> None:
+    report.detection = bool(len(records)) and "annotations" in records[0]
     if report.detection:
-        labels = [a["category_id"] for r in records for a in r["annotations"]]
-        usable = [any(not a.get("iscrowd", 0) and not a.get("difficult", False) for a in r["annotations"])
-                  for r in records]
-        report.images_without_boxes = len(records) - sum(usable)
+        report.images_without_boxes = int((~images_with_boxes(records)).sum())
+        labels = _nested_column(records, "annotations", "category_id")
+        if labels is None:
+            labels = [a["category_id"] for r in records for a in r["annotations"]]
     else:
-        labels = [r["label"] for r in records]
+        labels = records.column("label") if _typed(records, "label") else [r["label"] for r in records]
     report.num_annotations = len(labels)
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(report.classes))
     report.class_counts = counts.tolist()
+
+
+def _typed(records: Sequence[dict], field: str) -> bool:
+    return isinstance(records, RecordStore) and records.schema.get(field) == "int"
+
+
+def _nested_column(records: Sequence[dict], field: str, key: str) -> Optional[np.ndarray]:
+    """(M,) values of `key` in every entry of nested `field` of a whole store, or None if not typed so."""
+    if not (isinstance(records, RecordStore) and records.index is None
+            and isinstance(records.schema.get(field), dict)):
+        return None
+    entries = records.nested(field)
+    return entries.column(key) if _typed(entries, key) else None
 
 
 def _image_shape(file_name: str) -> Tuple[Optional[Tuple[int, int]], str]:
@@ -93,18 +110,19 @@ def _image_shape(file_name: str) -> Tuple[Optional[Tuple[int, int]], str]:
     return (image.shape[:2] if image is not None else None), why
 
 
-def _decode_all(report: DatasetReport, records: List[dict], workers: int) -> None:
-    """Decode every image (OpenCV releases the GIL, so threads decode in parallel)."""
-    with_files = [r for r in records if "file_name" in r]
+def _decode_all(report: DatasetReport, records: Sequence[dict], workers: int) -> None:
+    """Decode every image, with a progress bar (OpenCV releases the GIL, so threads decode in parallel)."""
+    with_files = [(r["file_name"], r.get("height"), r.get("width")) for r in records if "file_name" in r]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = pool.map(_image_shape, [r["file_name"] for r in with_files], chunksize=16)
-        for record, (shape, why) in zip(with_files, results):
+        results = pool.map(_image_shape, [file_name for file_name, _, _ in with_files], chunksize=16)
+        progress = tqdm(zip(with_files, results), total=len(with_files), desc=f"decoding {report.name}",
+                        unit="image", disable=None, mininterval=2.0, file=sys.stderr)
+        for (file_name, height, width), (shape, why) in progress:
             if shape is None:
-                report.unreadable.append((record["file_name"], why))
-            elif "height" in record and tuple(shape) != (record["height"], record["width"]):
+                report.unreadable.append((file_name, why))
+            elif height is not None and tuple(shape) != (height, width):
                 report.size_mismatch.append(
-                    (record["file_name"], f"{shape[1]}x{shape[0]} in the file, "
-                                          f"{record['width']}x{record['height']} in the annotations"))
+                    (file_name, f"{shape[1]}x{shape[0]} in the file, {width}x{height} in the annotations"))
     report.decoded = True
 
 
@@ -112,7 +130,7 @@ def check_dataset(name: str, role: str = "train", decode_images: bool = True, wo
     """Load dataset `name` as training would, count what it holds and, with `decode_images`, decode every image."""
     report = DatasetReport(name, role)
     try:
-        records = DatasetCatalog.get(name)
+        records = DatasetCatalog.get_records(name)
         report.classes = list(MetadataCatalog.get(name).get("thing_classes") or [])
     except Exception as err:
         if not is_user_error(err):

@@ -3,6 +3,7 @@ import os
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from ..errors import DataError, DatasetNotRegisteredError
+from ..record_store import RecordStore
 
 PathSpec = Union[str, Callable[[], str]]  # a path, or a function giving it when the dataset is requested
 
@@ -120,12 +121,12 @@ def _ensure_registered(name: str) -> None:
 
 
 class DatasetCatalog:
-    """Names -> functions returning the dataset's list of dicts (called on every `get`)."""
+    """Names -> functions returning the dataset's records, a list of dicts or a RecordStore (called on every `get`)."""
 
-    _loaders: Dict[str, Callable[[], List[dict]]] = {}
+    _loaders: Dict[str, Callable[[], Union[List[dict], RecordStore]]] = {}
 
     @classmethod
-    def register(cls, name: str, loader: Callable[[], List[dict]]) -> None:
+    def register(cls, name: str, loader: Callable[[], Union[List[dict], RecordStore]]) -> None:
         """Register `loader` under `name`; a name may be registered once."""
         if name in cls._loaders:
             raise KeyError(f"dataset {name!r} is already registered")
@@ -134,8 +135,18 @@ class DatasetCatalog:
     @classmethod
     def get(cls, name: str) -> List[dict]:
         """Load and return the dataset dicts of `name` (also accepts 'coco:json:images', 'voc:dir:split')."""
+        return list(cls.get_records(name))
+
+    @classmethod
+    def get_records(cls, name: str) -> RecordStore:
+        """The records of `name` as a RecordStore: shared, not copied, by loader workers and processes.
+
+        Loaders may return a RecordStore (the built-in parsers do, from a cache file that every process of
+        the machine maps) or a list of dicts, which is stored in this process's memory.
+        """
         _ensure_registered(name)
-        return cls._loaders[name]()
+        records = cls._loaders[name]()
+        return records if isinstance(records, RecordStore) else RecordStore.from_records(records)
 
     @classmethod
     def list(cls) -> List[str]:

@@ -6,6 +6,8 @@ import numpy as np
 
 from ...checkpoint.safe_pickle import load_pickle
 from ..errors import DataError
+from ..record_store import RecordStore
+from ..store_cache import cached_store
 from .catalog import DatasetCatalog, MetadataCatalog, PathSpec, require_path, resolve_path, under_root
 
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -43,14 +45,21 @@ def read_batches(name: str, root: PathSpec, batch_names: List[str]) -> Tuple[np.
     return np.concatenate([images for images, _ in batches]), np.concatenate([labels for _, labels in batches])
 
 
-def load_cifar10(name: str, root: PathSpec, split: str) -> List[dict]:
-    """`{"image": (32,32,3) uint8 RGB, "label"}` dicts of split train | train45k | val5k | test."""
-    images, labels = read_batches(name, root, TEST_BATCHES if split == "test" else TRAIN_BATCHES)
-    num_val = len(images) // VAL_FRACTION
-    ranges = {"train": (0, len(images)), "test": (0, len(images)),
-              "train45k": (0, len(images) - num_val), "val5k": (len(images) - num_val, len(images))}
-    begin, end = ranges[split]
-    return [{"image": images[i], "label": int(labels[i])} for i in range(begin, end)]
+def load_cifar10(name: str, root: PathSpec, split: str) -> RecordStore:
+    """`{"image": (32,32,3) uint8 RGB, "label"}` records of split train | train45k | val5k | test (cached)."""
+    folder = require_path(name, root)
+    batch_names = TEST_BATCHES if split == "test" else TRAIN_BATCHES
+    sources = [require_path(name, os.path.join(folder, batch_name)) for batch_name in batch_names]
+
+    def build() -> RecordStore:
+        images, labels = read_batches(name, folder, batch_names)
+        num_val = len(images) // VAL_FRACTION
+        ranges = {"train": (0, len(images)), "test": (0, len(images)),
+                  "train45k": (0, len(images) - num_val), "val5k": (len(images) - num_val, len(images))}
+        begin, end = ranges[split]
+        return RecordStore.from_records([{"image": images[i], "label": int(labels[i])} for i in range(begin, end)])
+
+    return cached_store(sources, {"parser": "cifar10", "split": split}, f"cifar10_{split}", build)
 
 
 def read_label_names(name: str, root: PathSpec) -> List[str]:

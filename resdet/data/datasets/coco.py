@@ -3,6 +3,7 @@
 Malformed entries are dropped (or boxes clipped) and counted in one warning per dataset; a file that is
 not a COCO instances json at all raises DataError naming it.
 """
+import itertools
 import json
 import logging
 import os
@@ -11,8 +12,10 @@ from typing import Container, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import DataError
+from ..record_store import RecordStore
+from ..store_cache import cached_store
 from .catalog import (
-    DatasetCatalog, MetadataCatalog, PathSpec, register_spec_prefix, require_path, under_root,
+    DatasetCatalog, MetadataCatalog, PathSpec, register_spec_prefix, require_path, resolve_path, under_root,
 )
 from .issues import (
     DROPPED_ANNOTATIONS, DROPPED_IMAGES, DataIssues, check_boxes, report_issues, short_repr,
@@ -112,27 +115,26 @@ def _image_problem(entry: object, seen_ids: Container[int]) -> Optional[str]:
     return None
 
 
-def _parse_images(data: dict, root: str, issues: DataIssues) -> Dict[int, dict]:
-    """image id -> record without annotations, in the json's order; unusable entries are dropped."""
-    records: Dict[int, dict] = {}
+def _parse_images(data: dict, root: str, issues: DataIssues) -> Dict[int, Tuple[str, int, int]]:
+    """image id -> (file name, height, width), in the json's order; unusable entries are dropped."""
+    images: Dict[int, Tuple[str, int, int]] = {}
     for index, entry in enumerate(data["images"]):
-        problem = _image_problem(entry, records.keys())
+        problem = _image_problem(entry, images.keys())
         if problem:
             issues.add(DROPPED_IMAGES, problem, [f"images[{index}] {short_repr(entry)}"])
             continue
-        records[entry["id"]] = {"file_name": os.path.join(root, entry["file_name"]), "image_id": entry["id"],
-                                "height": int(entry["height"]), "width": int(entry["width"]), "annotations": []}
-    return records
+        images[entry["id"]] = (os.path.join(root, entry["file_name"]), int(entry["height"]), int(entry["width"]))
+    return images
 
 
-def _annotation_problem(entry: object, records: Dict[int, dict], id_map: Dict[int, int]) -> Optional[str]:
+def _annotation_problem(entry: object, images: Container[int], id_map: Dict[int, int]) -> Optional[str]:
     """Why an 'annotations' entry cannot be used (before its box is checked), or None."""
     if not isinstance(entry, dict):
         return "not a JSON object"
     for key in ("image_id", "category_id", "bbox"):
         if key not in entry:
             return f"no {key!r}"
-    if not (_is_int(entry["image_id"]) and entry["image_id"] in records):
+    if not (_is_int(entry["image_id"]) and entry["image_id"] in images):
         return "image_id not among the usable 'images'"
     if not (_is_int(entry["category_id"]) and entry["category_id"] in id_map):
         return "category_id not in 'categories'"
@@ -149,45 +151,107 @@ def _annotation_name(index: int, entry: dict) -> str:
     return f"annotations[{index}] (id {short_repr(entry.get('id'))}, image {short_repr(entry.get('image_id'))})"
 
 
-def _select_annotations(data: dict, records: Dict[int, dict], id_map: Dict[int, int],
-                        issues: DataIssues) -> Tuple[List[int], List[dict]]:
-    """Indices and entries of the annotations whose fields are usable; the others are recorded and dropped."""
-    indices, entries = [], []
-    for index, entry in enumerate(data.get("annotations", [])):
-        problem = _annotation_problem(entry, records, id_map)
-        if problem is None:
-            indices.append(index)
-            entries.append(entry)
-            continue
-        if isinstance(entry, dict):
-            shown = {key: entry[key] for key in ("category_id", "bbox", "iscrowd") if key in entry}
-            issues.add(DROPPED_ANNOTATIONS, problem, [f"{_annotation_name(index, entry)} {short_repr(shown)}"])
-        else:
-            issues.add(DROPPED_ANNOTATIONS, problem, [f"annotations[{index}] {short_repr(entry)}"])
-    return indices, entries
+def _record_dropped(index: int, entry: object, problem: str, issues: DataIssues) -> None:
+    if isinstance(entry, dict):
+        shown = {key: entry[key] for key in ("category_id", "bbox", "iscrowd") if key in entry}
+        issues.add(DROPPED_ANNOTATIONS, problem, [f"{_annotation_name(index, entry)} {short_repr(shown)}"])
+    else:
+        issues.add(DROPPED_ANNOTATIONS, problem, [f"annotations[{index}] {short_repr(entry)}"])
+
+
+def _well_typed_fields(entries: List[object]) -> Optional[Tuple[list, list, list, list]]:
+    """(image ids, category ids, bboxes, crowd flags) when every entry has fields of the right types, else None.
+
+    The common case of a large, clean file, checked a column at a time (set(map(type, ...)) runs in C).
+    """
+    if set(map(type, entries)) - {dict}:
+        return None
+    try:
+        image_ids = [entry["image_id"] for entry in entries]
+        category_ids = [entry["category_id"] for entry in entries]
+        bboxes = [entry["bbox"] for entry in entries]
+    except KeyError:
+        return None
+    crowd = [entry.get("iscrowd", 0) for entry in entries]
+    if (set(map(type, image_ids)) - {int} or set(map(type, category_ids)) - {int} or set(map(type, bboxes)) - {list}
+            or set(map(len, bboxes)) - {4} or set(map(type, itertools.chain.from_iterable(bboxes))) - _REAL_TYPES
+            or set(map(type, crowd)) - {int} or set(crowd) - {0, 1}):
+        return None
+    return image_ids, category_ids, bboxes, crowd
+
+
+def _select_annotations(entries: List[object], image_ids: np.ndarray, id_map: Dict[int, int], issues: DataIssues):
+    """(json indices (M,), image ids, category ids, bboxes, crowd flags) of the usable annotations.
+
+    `image_ids` holds the usable images' ids, sorted. The others are recorded in `issues` and dropped.
+    """
+    fields = _well_typed_fields(entries)
+    if fields is not None:  # only membership can fail: find those entries in bulk
+        ids = np.asarray(fields[0], dtype=np.int64)
+        categories = np.asarray(fields[1], dtype=np.int64)
+        known_categories = np.asarray(sorted(id_map), dtype=np.int64)
+        usable = _is_among(ids, image_ids) & _is_among(categories, known_categories)
+        candidates = np.flatnonzero(~usable).tolist()
+    else:
+        candidates = range(len(entries))
+    image_set, dropped = set(image_ids.tolist()), set()
+    for index in candidates:
+        problem = _annotation_problem(entries[index], image_set, id_map)
+        if problem is not None:
+            _record_dropped(index, entries[index], problem, issues)
+            dropped.add(index)
+    if fields is not None and not dropped:
+        return np.arange(len(entries), dtype=np.int64), *fields
+    kept = [index for index in range(len(entries)) if index not in dropped]
+    chosen = [entries[index] for index in kept]
+    return (np.asarray(kept, dtype=np.int64), [e["image_id"] for e in chosen], [e["category_id"] for e in chosen],
+            [e["bbox"] for e in chosen], [int(e.get("iscrowd", 0)) for e in chosen])
+
+
+def _is_among(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """(N,) bool: whether each value is in `sorted_set` (sorted, unique)."""
+    if len(sorted_set) == 0:
+        return np.zeros(len(values), dtype=bool)
+    positions = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[positions] == values
+
+
+def coco_record_store(data: dict, path: str, root: str, id_map: Dict[int, int], issues: DataIssues) -> RecordStore:
+    """Records (sorted by image id) of parsed COCO json `data` as a RecordStore; boxes become [x1, y1, x2, y2]."""
+    images = _parse_images(data, root, issues)
+    image_ids = np.asarray(sorted(images), dtype=np.int64)  # (N,) the records' order
+    entries = data.get("annotations", [])
+    indices, ann_image_ids, category_ids, bboxes, crowd = _select_annotations(entries, image_ids, id_map, issues)
+    owner = np.searchsorted(image_ids, np.asarray(ann_image_ids, dtype=np.int64))  # (M,) record of each
+    heights = np.array([images[i][1] for i in image_ids.tolist()], dtype=np.int64)
+    widths = np.array([images[i][2] for i in image_ids.tolist()], dtype=np.int64)
+    xywh = _coordinates(bboxes)
+    with np.errstate(over="ignore", invalid="ignore"):
+        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)  # (M,4) x1y1x2y2
+
+    def describe(k: int) -> str:
+        entry = entries[indices[k]]
+        size = f"{widths[owner[k]]}x{heights[owner[k]]}"
+        return f"{_annotation_name(int(indices[k]), entry)} bbox {entry['bbox']} in a {size} image"
+
+    keep, boxes = check_boxes(boxes, heights[owner].astype(np.float64), widths[owner].astype(np.float64),
+                              describe, issues)
+    known_categories = np.asarray(sorted(id_map), dtype=np.int64)
+    contiguous = np.asarray([id_map[c] for c in known_categories.tolist()], dtype=np.int64)
+    kept = np.flatnonzero(keep)
+    kept = kept[np.argsort(owner[kept], kind="stable")]  # by record; the json's order within one
+    offsets = np.zeros(len(image_ids) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner[kept], minlength=len(image_ids)), out=offsets[1:])
+    annotations = {"bbox": boxes[kept], "category_id": contiguous[np.searchsorted(known_categories, np.asarray(category_ids, dtype=np.int64)[kept])],
+                   "iscrowd": np.asarray(crowd, dtype=np.int64)[kept], "difficult": np.zeros(len(kept), dtype=bool)}
+    return RecordStore.from_columns({
+        "file_name": [images[i][0] for i in image_ids.tolist()], "image_id": image_ids,
+        "height": heights, "width": widths, "annotations": (offsets, annotations)})
 
 
 def coco_dataset_dicts(data: dict, path: str, root: str, id_map: Dict[int, int], issues: DataIssues) -> List[dict]:
     """Dataset dicts (sorted by image id) of parsed COCO json `data`; boxes become [x1, y1, x2, y2]."""
-    records = _parse_images(data, root, issues)
-    indices, entries = _select_annotations(data, records, id_map, issues)
-    image_of = [records[entry["image_id"]] for entry in entries]
-    xywh = _coordinates([entry["bbox"] for entry in entries])
-    with np.errstate(over="ignore", invalid="ignore"):
-        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)  # (M,4) x1y1x2y2
-    heights = np.array([r["height"] for r in image_of], dtype=np.float64)
-    widths = np.array([r["width"] for r in image_of], dtype=np.float64)
-
-    def describe(k: int) -> str:
-        size = f"{widths[k]:.0f}x{heights[k]:.0f}"
-        return f"{_annotation_name(indices[k], entries[k])} bbox {entries[k]['bbox']} in a {size} image"
-
-    keep, boxes = check_boxes(boxes, heights, widths, describe, issues)
-    for entry, record, box, kept in zip(entries, image_of, boxes.tolist(), keep.tolist()):
-        if kept:
-            record["annotations"].append({"bbox": box, "category_id": id_map[entry["category_id"]],
-                                          "iscrowd": int(entry.get("iscrowd", 0)), "difficult": False})
-    return [records[image_id] for image_id in sorted(records)]
+    return list(coco_record_store(data, path, root, id_map, issues))
 
 
 def _coordinates(bboxes: List[list]) -> np.ndarray:
@@ -201,26 +265,45 @@ def _coordinates(bboxes: List[list]) -> np.ndarray:
     return values
 
 
-def _metadata_from_json(name: str, json_file: PathSpec) -> Dict[str, object]:
+def _metadata_from_json(name: str, json_file: PathSpec, image_root: PathSpec) -> Dict[str, object]:
     path = require_path(name, json_file)
+    if os.path.isdir(resolve_path(image_root)):  # the record store has the categories: no second parse
+        return category_metadata(coco_record_store_of(name, path, resolve_path(image_root)).meta["categories"])
     return category_metadata(parse_categories(read_coco_json(path), path))
 
 
-def load_coco_json(name: str, json_file: PathSpec, image_root: PathSpec) -> List[dict]:
-    """Dataset dicts of a COCO instances json; boxes become [x1, y1, x2, y2], categories contiguous."""
+def coco_record_store_of(name: str, path: str, root: str) -> RecordStore:
+    """The records of the json at `path` (contiguous ids in the json's category order), from the cache file
+    of this json version when there is one; meta holds "categories" and the parser's "issues"."""
+    def build() -> RecordStore:
+        data = read_coco_json(path)
+        categories = parse_categories(data, path)
+        issues = DataIssues(path)
+        id_map = category_metadata(categories)["thing_dataset_id_to_contiguous_id"]
+        store = coco_record_store(data, path, root, id_map, issues)
+        if not len(store):
+            raise DataError("\n  ".join([f"dataset {name!r}: {path} lists no usable image"] + issues.lines()))
+        store.meta.update(categories=categories, issues=issues.to_json())
+        return store
+
+    return cached_store([path], {"parser": "coco", "image_root": os.path.abspath(root)}, os.path.basename(path), build)
+
+
+def load_coco_json(name: str, json_file: PathSpec, image_root: PathSpec) -> RecordStore:
+    """Records of a COCO instances json; boxes become [x1, y1, x2, y2], categories contiguous."""
     path = require_path(name, json_file)
     root = require_path(name, image_root)
-    data = read_coco_json(path)
+    store = coco_record_store_of(name, path, root)
     id_map = MetadataCatalog.get(name).thing_dataset_id_to_contiguous_id
-    if {c["id"] for c in parse_categories(data, path)} != set(id_map):
+    json_ids = [c["id"] for c in store.meta["categories"]]
+    if set(json_ids) != set(id_map):
         raise DataError(f"dataset {name!r}: category ids of {path} differ from the dataset's metadata")
-    issues = DataIssues(path)
-    dicts = coco_dataset_dicts(data, path, root, id_map, issues)
-    report_issues(name, issues)
-    if not dicts:
-        raise DataError("\n  ".join([f"dataset {name!r}: {path} lists no usable image"] + issues.lines()))
-    logger.info("dataset %s: %d images from %s", name, len(dicts), path)
-    return dicts
+    if id_map != category_metadata(store.meta["categories"])["thing_dataset_id_to_contiguous_id"]:
+        store = store.with_column("annotations/category_id", np.asarray(
+            [id_map[i] for i in sorted(json_ids)], dtype=np.int64)[store.arrays["annotations/category_id"]])
+    report_issues(name, DataIssues.from_json(path, store.meta["issues"]))
+    logger.info("dataset %s: %d images from %s", name, len(store), path)
+    return store
 
 
 def register_coco_instances(name: str, json_file: PathSpec, image_root: PathSpec) -> None:
@@ -228,7 +311,7 @@ def register_coco_instances(name: str, json_file: PathSpec, image_root: PathSpec
     DatasetCatalog.register(name, lambda: load_coco_json(name, json_file, image_root))
     meta = MetadataCatalog.get(name)
     meta.set(json_file=json_file, image_root=image_root, evaluator_type="coco")
-    meta.set_lazy(lambda: _metadata_from_json(name, json_file))
+    meta.set_lazy(lambda: _metadata_from_json(name, json_file, image_root))
 
 
 def _register_from_spec(name: str, rest: str) -> None:

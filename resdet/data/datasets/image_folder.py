@@ -2,7 +2,11 @@
 import os
 from typing import List
 
+import numpy as np
+
 from ..errors import DataError
+from ..record_store import RecordStore
+from ..store_cache import cached_store
 from .catalog import DatasetCatalog, MetadataCatalog, PathSpec, require_path, under_root
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -14,17 +18,28 @@ def list_classes(name: str, root: PathSpec) -> List[str]:
     return sorted(entry.name for entry in os.scandir(path) if entry.is_dir())
 
 
-def load_image_folder(name: str, root: PathSpec) -> List[dict]:
-    """`{"file_name", "label"}` for every image below root/<class>/, in sorted order."""
+def load_image_folder(name: str, root: PathSpec) -> RecordStore:
+    """`{"file_name", "label"}` for every image below root/<class>/, in sorted order.
+
+    Folders are listed with os.scandir (no stat per file); the records are cached in a file keyed by the
+    modification times of root and its class folders, which change when an image is added or removed.
+    """
     path = require_path(name, root)
-    dicts = []
-    for label, cls in enumerate(list_classes(name, path)):
-        class_dir = os.path.join(path, cls)
-        files = sorted(e.name for e in os.scandir(class_dir) if e.name.lower().endswith(IMAGE_EXTENSIONS))
-        dicts.extend({"file_name": os.path.join(class_dir, f), "label": label} for f in files)
-    if not dicts:
-        raise DataError(f"dataset {name!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) below {path}/<class>/")
-    return dicts
+    classes = list_classes(name, path)
+    class_dirs = [os.path.join(path, cls) for cls in classes]
+
+    def build() -> RecordStore:
+        files, counts = [], []
+        for class_dir in class_dirs:
+            names = sorted(e.name for e in os.scandir(class_dir) if e.name.lower().endswith(IMAGE_EXTENSIONS))
+            files.extend(os.path.join(class_dir, f) for f in names)
+            counts.append(len(names))
+        if not files:
+            raise DataError(f"dataset {name!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) below {path}/<class>/")
+        labels = np.repeat(np.arange(len(class_dirs), dtype=np.int64), counts)
+        return RecordStore.from_columns({"file_name": files, "label": labels})
+
+    return cached_store([path, *class_dirs], {"parser": "image_folder"}, os.path.basename(path), build)
 
 
 def register_image_folder(name: str, root: PathSpec) -> None:

@@ -56,6 +56,18 @@ class DataIssues:
                 + ("; ..." if len(items) > MAX_EXAMPLES else "")
                 for (kind, reason), items in self._items.items()]
 
+    def to_json(self) -> List[list]:
+        """[[kind, reason, items], ...]: plain values, for saving with a dataset's records."""
+        return [[kind, reason, items] for (kind, reason), items in self._items.items()]
+
+    @classmethod
+    def from_json(cls, source: str, saved: List[list]) -> "DataIssues":
+        """The issues `to_json` saved."""
+        issues = cls(source)
+        for kind, reason, items in saved:
+            issues.add(kind, reason, items)
+        return issues
+
     def message(self, name: str) -> str:
         """The warning text for dataset `name`."""
         return "\n  ".join([f"dataset {name!r}: problems in {self.source}:"] + self.lines())
