@@ -53,6 +53,17 @@ def all_gather(obj: Any) -> List[Any]:
     return gathered
 
 
+def gather(obj: Any, dst: int = 0) -> List[Any]:
+    """Picklable objects from every rank, in rank order, on rank `dst` only (the others get []): unlike
+    all_gather, no other rank receives, and holds, every rank's data."""
+    world_size = get_world_size()
+    if world_size == 1:
+        return [obj]
+    gathered = [None] * world_size if get_rank() == dst else None
+    dist.gather_object(obj, gathered, dst=dst)
+    return gathered if gathered is not None else []
+
+
 def max_over_ranks(value: int) -> int:
     """The largest of every rank's `value` (the same answer on every rank): how ranks agree on a flag."""
     if get_world_size() == 1:

@@ -1,8 +1,9 @@
 """COCO box AP: detections to the COCO result format, COCOeval (pycocotools or faster-coco-eval), a category table."""
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from tabulate import tabulate
 from torchvision.ops import box_convert
@@ -44,7 +45,7 @@ class COCOEvaluator(DatasetEvaluator):
         self.reset()
 
     def reset(self) -> None:
-        self._predictions: List[dict] = []  # one entry per image: {"image_id", "instances": [COCO results]}
+        self._predictions: List[Tuple[Any, np.ndarray]] = []  # per image: (image_id, (N, 6) detections)
 
     @property
     def coco_gt(self) -> Any:
@@ -67,22 +68,21 @@ class COCOEvaluator(DatasetEvaluator):
                 raise ValueError(f"COCOEvaluator({self.dataset_name!r}): label {int(labels.max())} but the "
                                  f"dataset has {len(category_ids)} categories")
             boxes = box_convert(out["boxes"].to("cpu", torch.float64), "xyxy", "xywh")  # (N, 4)
-            image_id = inp["image_id"]
-            instances = [
-                {"image_id": image_id, "category_id": category_id, "bbox": box, "score": score}
-                for category_id, box, score in zip(category_ids[labels].tolist(), boxes.tolist(),
-                                                   out["scores"].to("cpu", torch.float64).tolist())
-            ]
-            self._predictions.append({"image_id": image_id, "instances": instances})
+            # One (N, 6) float64 array per image, x y w h score category_id: 48 bytes a detection where a COCO
+            # result dict takes about ten times that; the dicts are made once, on the main process, to score.
+            scores = out["scores"].to("cpu", torch.float64)[:, None]
+            columns = torch.cat([boxes, scores, category_ids[labels].double()[:, None]], dim=1)  # (N, 6)
+            self._predictions.append((inp["image_id"], columns.numpy()))
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
         predictions = gather_on_main(self._predictions, self.distributed)
         if self.distributed and not comm.is_main_process():
             return {}
-        detections = [instance for prediction in predictions for instance in prediction["instances"]]
+        detections = coco_results(predictions)
         if self.output_dir:
             write_json(os.path.join(self.output_dir, "eval", RESULTS_FILE), detections)
-        image_ids = sorted({prediction["image_id"] for prediction in predictions})
+        image_ids = sorted({image_id for image_id, _ in predictions})
+        del predictions
         if not detections:
             logger.warning("COCOEvaluator(%r): no detections on %d images; AP is 0", self.dataset_name, len(image_ids))
             metrics = {name: 0.0 for name in METRIC_NAMES}
@@ -103,6 +103,12 @@ class COCOEvaluator(DatasetEvaluator):
                    for name, stat in zip(METRIC_NAMES, coco_eval.stats)}
         logger.info("Per-category box AP of %r:\n%s", self.dataset_name, per_category_table(coco_eval))
         return metrics
+
+
+def coco_results(predictions: List[Tuple[Any, np.ndarray]]) -> List[dict]:
+    """COCO result dicts {"image_id", "category_id", "bbox" [x, y, w, h], "score"} of (image_id, (N, 6)) pairs."""
+    return [{"image_id": image_id, "category_id": int(row[5]), "bbox": row[:4], "score": row[4]}
+            for image_id, detections in predictions for row in detections.tolist()]
 
 
 def per_category_ap(coco_eval: Any) -> Dict[str, float]:

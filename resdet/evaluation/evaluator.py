@@ -36,9 +36,7 @@ def gather_on_main(items: List[Any], distributed: bool = True) -> List[Any]:
     if not distributed or comm.get_world_size() == 1:
         return list(items)
     comm.synchronize()
-    per_rank = comm.all_gather(items)
-    if not comm.is_main_process():
-        return []
+    per_rank = comm.gather(items)  # only the main process receives: the others keep their own share only
     return [item for rank_items in per_rank for item in rank_items]
 
 

@@ -13,6 +13,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from resdet.evaluation.coco import METRIC_NAMES, COCOEvaluator
+from resdet.evaluation.evaluator import gather_on_main
 from resdet.evaluation.voc import VOCEvaluator
 
 CATEGORY_IDS = [1, 3]  # non-contiguous on purpose: contiguous label 0 -> 1, 1 -> 3
@@ -157,6 +158,8 @@ def _distributed_worker(rank, world_size, rendezvous, json_file, output_dir):
         evaluators = [COCOEvaluator("synthetic", output_dir, json_file=json_file),
                       VOCEvaluator("synthetic", output_dir, dataset_dicts=_voc_dicts(images, annotations),
                                    thing_classes=["cat", "dog"])]
+        # only the main process receives the gathered predictions; the others keep nobody's but their own
+        assert gather_on_main([f"from rank {rank}"]) == (["from rank 0", "from rank 1"] if rank == 0 else [])
         for evaluator in evaluators:
             # each rank sees every other image, as the sharded test loader gives them
             evaluator.process(inputs[rank::world_size], outputs[rank::world_size])
