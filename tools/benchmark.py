@@ -4,7 +4,7 @@ with the same weights, timed interleaved (one run of each in turn) in one proces
 
     python tools/benchmark.py --config configs/torchvision/frcnn_r50_fpn.yaml --task infer --compare torchvision
     python tools/benchmark.py --config configs/r50_imagenet.yaml --task train --batch 16 --compare torchvision
-    python tools/benchmark.py --config configs/toy_frcnn_r18_fpn.yaml --task data --json
+    python tools/benchmark.py --config configs/toy_frcnn_r18_fpn.yaml --task data --workers 0,2,4 --json
     python tools/benchmark.py --config configs/toy_frcnn_r18_fpn.yaml --task eval --iters 20 --amp
     python tools/benchmark.py --config configs/coco_frcnn_r50_fpn.yaml --task eval --coco-images 5000 --iters 3
     python tools/benchmark.py --config configs/torchvision/frcnn_r50_fpn.yaml --task infer --compare torchvision \
@@ -15,7 +15,10 @@ Tasks; times are medians over --iters runs after --warmup runs:
          width = --aspect times height, a classifier's at INPUT.CROP.SIZE
   train  one SGD step (lr 0, so that every step does the same work) on --batch (default SOLVER.IMS_PER_BATCH) synthetic
          images at the largest training size, a detector's with 5 synthetic boxes per image
-  data   the training loader's throughput on DATASETS.TRAIN, in images/s (no --compare)
+  data   the training loader on DATASETS.TRAIN, per --workers count in a fresh process (or job of --num-gpus
+         processes): seconds to load the records and to the first batch, images/s, and the process tree's
+         PSS (the processes and their loader workers) after the first batch and after --images images
+         (tools/data_loading_timing.py); --iters and --warmup do not apply
   eval   inference over the DATASETS.TEST[0] loader (the first --iters batches), the loading not timed; with
          --coco-images N instead COCO box evaluation alone (no model) of a synthetic COCO-like set of N images
          (80 categories, 7.3 objects per image, 1% crowds) and --detections per image, with each COCO API backend
@@ -66,12 +69,13 @@ from resdet.utils.cli import ToolArgumentParser, run_tool
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling module below, also under runpy
 from coco_eval_timing import coco_evaluation  # noqa: E402
+from data_loading_timing import add_data_arguments, check_data_arguments, data_task, describe_rows  # noqa: E402
 from torchvision_reference import torchvision_classifier, torchvision_detector  # noqa: E402
 
 TASKS = ("train", "infer", "data", "eval")
 COMPARISONS = ("torchvision", "onnxruntime")
-DEFAULT_ITERS = {"infer": 10, "train": 5, "data": 20, "eval": None, "coco": 1}  # eval: the whole test set
-DEFAULT_WARMUP = {"infer": 2, "train": 1, "data": 2, "eval": 1, "coco": 0}  # coco: eval --coco-images
+DEFAULT_ITERS = {"infer": 10, "train": 5, "data": 0, "eval": None, "coco": 1}  # eval: the whole test set
+DEFAULT_WARMUP = {"infer": 2, "train": 1, "data": 0, "eval": 1, "coco": 0}  # coco: eval --coco-images
 BOXES_PER_IMAGE = 5
 DETECTIONS_PER_IMAGE = 100  # --coco-images: COCOeval's maxDets
 
@@ -255,20 +259,6 @@ def measure(steps: List[Measured], inputs: Iterable) -> None:
             measured.run(batch, timed=True)
 
 
-def data_throughput(cfg, iters: int, warmup: int) -> dict:
-    """Images per second of the training loader (its workers started during the warmup batches)."""
-    loader = iter(build_detection_train_loader(cfg) if is_detector(cfg) else build_classification_train_loader(cfg))
-    for _ in range(warmup):
-        next(loader)
-    images, start = 0, time.perf_counter()
-    for _ in range(iters):
-        batch = next(loader)
-        images += len(batch) if is_detector(cfg) else len(batch[0])
-    elapsed = time.perf_counter() - start
-    return {"resdet": {"time_s": elapsed / iters, "images_per_s": images / elapsed, "peak_mem_mb": None},
-            "batch_size": images // iters}
-
-
 def reference_model(cfg, model: nn.Module, train_size: Optional[tuple]) -> nn.Module:
     """torchvision's model with the resdet model's weights; a detector resizes to train_size (when training) or to
     INPUT.MIN/MAX_SIZE_TEST, as resdet's does."""
@@ -312,7 +302,7 @@ def benchmark(cfg, args) -> dict:
         result.update(timings, peak_rss_mb=peak_rss_mb())
         return result
     if args.task == "data":
-        result.update(device="cpu", input_size=None, **data_throughput(cfg, iters, warmup), peak_rss_mb=peak_rss_mb())
+        result.update(device="cpu", **data_task(cfg, args))
         return result
     model = build_model(cfg)
     device = next(model.parameters()).device
@@ -380,6 +370,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         "synthetic images, with each COCO backend (see above)")
     parser.add_argument("--detections", type=int, help=f"--coco-images: detections per image (default "
                         f"{DETECTIONS_PER_IMAGE})")
+    add_data_arguments(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     if args.compare and args.task == "data":
@@ -396,6 +387,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         parser.error("--coco-images runs no model: leave out --compare and --amp")
     if args.detections is not None and args.coco_images is None:
         parser.error("--detections is the detections per image of --coco-images: give --coco-images too")
+    check_data_arguments(parser, args)
     for name in ("iters", "warmup", "threads", "batch", "coco_images", "detections"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1):
@@ -405,6 +397,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def describe(result: dict) -> str:
     """The result as a few human-readable lines."""
+    if result["task"] == "data":
+        return "\n".join([f"{result['config']}: training loader, {result['num_gpus']} process(es), "
+                          f"{result['images']} images each"] + describe_rows(result["loader"], result["parse"]))
     lines = [f"{result['config']}: {result['task']} on {result['device']}, {result['threads']} threads"
              f"{', amp' if result['amp'] else ''}, batch {result.get('batch_size')}, size {result.get('input_size')}"]
     if "coco_eval_backend" in result:

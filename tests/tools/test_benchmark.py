@@ -62,8 +62,19 @@ def test_train_step_of_a_detector_and_a_classifier(capsys):
 
 def test_data_and_eval_on_the_toy_sets(capsys, toy_datasets, monkeypatch):
     monkeypatch.setenv("RESDET_DATASETS", str(toy_datasets))
-    data = run_json(capsys, "--config", TOY_DET, "--task", "data", "--iters", "2", "--warmup", "1", *SMALL_DET)
-    assert data["batch_size"] == 2 and data["resdet"]["images_per_s"] > 0
+    data = run_json(capsys, "--config", TOY_DET, "--task", "data", "--workers", "0,2", "--images", "6", "--parse",
+                    *SMALL_DET)
+    (parse,) = data["parse"]
+    assert parse["dataset"] == "toy_coco_train" and parse["json_mb"] > 0
+    assert parse["json_load_s"] > 0 and parse["records_first_s"] > 0 and parse["records_cached_s"] > 0
+    rows = data["loader"]
+    assert [row["workers"] for row in rows] == [0, 2] and data["num_gpus"] == 1
+    for row in rows:  # each worker count measured in a fresh process that loaded the records itself
+        assert row["records"] == 1000 and row["images_per_process"] >= 6 and row["images_per_s"] > 0
+        assert 0 <= row["records_s"] <= row["first_batch_s"]
+        # the tree's PSS: this process alone holds torch (over 100 MiB); 2 forked workers add to it
+        assert 100 < row["pss_first_mb"] and 100 < row["pss_end_mb"]
+    assert rows[1]["pss_first_mb"] > rows[0]["pss_first_mb"]
     evaluation = run_json(capsys, "--config", TOY_CLS, "--task", "eval", "--compare", "torchvision", "--iters", "2",
                           "--warmup", "0", "MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "8",
                           "DATALOADER.NUM_WORKERS", "0")
