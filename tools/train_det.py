@@ -62,7 +62,7 @@ def check_datasets(cfg, eval_only: bool, config_file: str) -> None:
     """Fail in seconds, before building the model, when a dataset is missing or has another number of classes."""
     names = (() if eval_only else tuple(cfg.DATASETS.TRAIN)) + tuple(cfg.DATASETS.TEST)
     for name in names:
-        DatasetCatalog.get(name)
+        DatasetCatalog.get_records(name)  # parsed (or mapped from its cache) now; the loaders reuse it
     check_num_classes(cfg, names, config_file)
     if any(MetadataCatalog.get(name).get("evaluator_type") == "coco" for name in cfg.DATASETS.TEST):
         coco_eval_backend(cfg.TEST.COCO_EVAL_BACKEND)  # an unknown name or a missing package: now, not after training

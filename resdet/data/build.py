@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..engine import comm
+from ..engine.allocator import release_freed_memory
 from ..errors import ConfigError
 from .datasets import DatasetCatalog, MetadataCatalog
 from .mappers import (
@@ -200,6 +201,7 @@ def build_classification_train_loader(cfg) -> InfiniteLoader:
     sampler = TrainingSampler(len(records), seed, comm.get_rank(), comm.get_world_size())
     batch_sampler = TrainingBatchSampler(sampler, images_per_process(cfg))
     dataset = MapDataset(records, ClassificationTrainMapper(cfg), seed, skip_corrupt=cfg.DATALOADER.SKIP_CORRUPT)
+    release_freed_memory()
     return InfiniteLoader(_dataloader(cfg, dataset, collate_classification, batch_sampler=batch_sampler))
 
 
@@ -260,6 +262,7 @@ def build_detection_train_loader(cfg) -> InfiniteLoader:
     group_ids = portrait_flags(records) if cfg.DATALOADER.ASPECT_RATIO_GROUPING else None
     batch_sampler = TrainingBatchSampler(sampler, images_per_process(cfg), group_ids)
     dataset = MapDataset(records, DetectionTrainMapper(cfg), seed, skip_corrupt=cfg.DATALOADER.SKIP_CORRUPT)
+    release_freed_memory()  # the index computations' temporaries: workers fork from a trimmed heap
     return InfiniteLoader(_dataloader(cfg, dataset, collate_list, batch_sampler=batch_sampler))
 
 

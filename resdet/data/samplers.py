@@ -41,8 +41,8 @@ class TrainingSampler(Sampler):
         """This rank's endless stream of SampleKeys, from its position `start` (0: the beginning)."""
         epoch, offset = divmod(start, self.shard_size)
         while True:
-            for index in self.epoch_order(epoch)[offset:].tolist():
-                yield SampleKey(index, epoch)
+            for index in self.epoch_order(epoch)[offset:]:  # no list: 10^6 Python ints per epoch otherwise
+                yield SampleKey(int(index), epoch)
             epoch, offset = epoch + 1, 0
 
     def __iter__(self) -> Iterator[int]:
@@ -61,7 +61,8 @@ class TrainingBatchSampler(Sampler):
         if batch_size <= 0:
             raise ValueError(f"TrainingBatchSampler: batch_size must be positive, got {batch_size}")
         self.sampler, self.batch_size = sampler, batch_size
-        self.group_ids = None if group_ids is None else list(group_ids)
+        # an array, not a list: no object per image whose reference count the main process touches after forking
+        self.group_ids = None if group_ids is None else np.asarray(group_ids, dtype=np.int64)
         self.start = 0  # batches to skip: how many an interrupted run had already trained on
 
     def __iter__(self) -> Iterator[List[SampleKey]]:
@@ -80,7 +81,7 @@ class TrainingBatchSampler(Sampler):
     def _grouped_batches(self) -> Iterator[List[SampleKey]]:
         buckets = {}
         for key in self.sampler.keys():
-            bucket = buckets.setdefault(self.group_ids[key.index], [])
+            bucket = buckets.setdefault(int(self.group_ids[key.index]), [])
             bucket.append(key)
             if len(bucket) == self.batch_size:
                 yield bucket[:]

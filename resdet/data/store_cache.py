@@ -16,6 +16,7 @@ import os
 import re
 from typing import Callable, Dict, Iterator, Optional, Sequence
 
+from ..engine.allocator import release_freed_memory
 from .record_store import RecordStore, StoreFileError, open_store
 
 try:
@@ -109,6 +110,7 @@ def _open_or_build(path: str, build: Callable[[], RecordStore]) -> RecordStore:
         if store is not None:
             return store
         built = build()
+        release_freed_memory()  # the parsed annotation files' objects, freed but still held by malloc
         if built.has_pickled_fields():
             return built
         try:

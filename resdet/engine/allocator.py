@@ -37,3 +37,11 @@ def keep_freed_memory(largest_block: int = LARGEST_BLOCK) -> bool:
     if not applied:
         logger.warning("mallopt refused the thresholds (%d bytes): freed memory is unmapped as before", largest_block)
     return applied
+
+
+def release_freed_memory() -> bool:
+    """Give the heap's free pages back to the kernel (glibc's malloc_trim), e.g. after parsing a large json, whose
+    objects are freed but whose pages glibc would keep, and before forking loader workers; False where not glibc."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    return bool(ctypes.CDLL(None).malloc_trim(0))

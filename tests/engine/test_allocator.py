@@ -63,3 +63,26 @@ def test_disabled_by_the_environment_variable():
     default = run_child(RESDET_KEEP_FREED_MEMORY="0")
     assert not default["applied"]
     assert default["mapped_bytes"] >= 64 << 20  # glibc's default: a block this large gets a mapping of its own
+
+
+RELEASE_CHILD = r"""
+import json, os
+from resdet.engine.allocator import keep_freed_memory, release_freed_memory
+from resdet.utils.process_memory import pss_mb
+keep_freed_memory()  # as in training: freed blocks would stay in the heap
+blocks = [bytes(4000) + bytes([i % 256]) for i in range(50000)]  # 200 MB of malloc'd (not pymalloc) blocks
+last = bytes(4000) + b"last"  # above them in the heap: the heap's top cannot simply be cut
+held = pss_mb(os.getpid())
+del blocks
+freed = pss_mb(os.getpid())
+released = release_freed_memory()
+print(json.dumps({"held": held, "freed": freed, "after": pss_mb(os.getpid()), "released": released}))
+"""
+
+
+def test_release_freed_memory_gives_the_heap_s_free_pages_back():
+    out = subprocess.run([sys.executable, "-c", RELEASE_CHILD], capture_output=True, text=True, timeout=120, check=True)
+    sizes = json.loads(out.stdout)
+    assert sizes["released"]
+    assert sizes["freed"] > sizes["held"] - 20  # freeing alone keeps the pages in this process
+    assert sizes["after"] < sizes["freed"] - 150  # malloc_trim returns them
