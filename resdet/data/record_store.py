@@ -209,18 +209,19 @@ def _has_pickle(schema: Schema) -> bool:
     return any(_has_pickle(kind) if isinstance(kind, dict) else kind == "pickle" for kind in schema.values())
 
 
-def _strings(values: List[str]) -> Dict[str, np.ndarray]:
-    encoded = [value.encode("utf-8", "surrogatepass") for value in values]
+def _byte_strings(encoded: List[bytes]) -> Dict[str, np.ndarray]:
+    """One buffer of all the byte strings and the (N+1,) offsets where each starts and the last ends."""
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum([len(b) for b in encoded], out=offsets[1:])
     return {"offsets": offsets, "bytes": np.frombuffer(b"".join(encoded), dtype=np.uint8)}
+
+
+def _strings(values: List[str]) -> Dict[str, np.ndarray]:
+    return _byte_strings([value.encode("utf-8", "surrogatepass") for value in values])
 
 
 def _pickles(values: List[object]) -> Dict[str, np.ndarray]:
-    encoded = [pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL) for value in values]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    return {"offsets": offsets, "bytes": np.frombuffer(b"".join(encoded), dtype=np.uint8)}
+    return _byte_strings([pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL) for value in values])
 
 
 def _numeric_rows(values: List[list]) -> Optional[np.ndarray]:
@@ -251,7 +252,7 @@ def _encode_field(values: List[object], name: str, arrays: Dict[str, np.ndarray]
             pass
     if types == {list}:
         children = [child for value in values for child in value]
-        if children and set(map(type, children)) == {dict} or not children:
+        if not children or set(map(type, children)) == {dict}:
             offsets = np.zeros(len(values) + 1, dtype=np.int64)
             np.cumsum([len(value) for value in values], out=offsets[1:])
             arrays[f"{name}.offsets"] = offsets

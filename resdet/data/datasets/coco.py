@@ -249,11 +249,6 @@ def coco_record_store(data: dict, path: str, root: str, id_map: Dict[int, int], 
         "height": heights, "width": widths, "annotations": (offsets, annotations)})
 
 
-def coco_dataset_dicts(data: dict, path: str, root: str, id_map: Dict[int, int], issues: DataIssues) -> List[dict]:
-    """Dataset dicts (sorted by image id) of parsed COCO json `data`; boxes become [x1, y1, x2, y2]."""
-    return list(coco_record_store(data, path, root, id_map, issues))
-
-
 def _coordinates(bboxes: List[list]) -> np.ndarray:
     """(M,4) float64 of lists of 4 ints or floats; values too large for float64 arithmetic become NaN."""
     try:
