@@ -47,3 +47,19 @@ def test_boxes_and_crowd(coco_name):
     assert boxes.tolist() == [[10, 20, 40, 60], [0.5, 1.5, 2.5, 4.5]] and labels.tolist() == [2, 1]
     # the image whose only annotation is a crowd has nothing to train on
     assert [d["image_id"] for d in filter_empty(list(dicts.values()))] == [7]
+
+
+def test_ids_beyond_64_bits_are_dropped_with_their_reason(tmp_path, monkeypatch, caplog):
+    """The fast column-wise checks hold ids as int64: larger ones take the per-entry path and are named."""
+    monkeypatch.setenv("RESDET_CACHE", str(tmp_path / "cache"))
+    images = IMAGES + [{"id": 2**70, "file_name": "c.jpg", "height": 5, "width": 5}]
+    annotations = [dict(ANNOTATIONS[0], image_id=2**70), dict(ANNOTATIONS[1], category_id=2**80), ANNOTATIONS[3]]
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
+    with caplog.at_level("WARNING"):
+        records = DatasetCatalog.get(f"coco:{path}:{tmp_path}")
+    assert [r["image_id"] for r in records] == [3, 7]
+    assert [len(r["annotations"]) for r in records] == [1, 0]
+    for reason in ("image id beyond 64 bits", "image_id not among the usable 'images'",
+                   "category_id not in 'categories'"):
+        assert reason in caplog.text

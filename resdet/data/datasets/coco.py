@@ -105,6 +105,8 @@ def _image_problem(entry: object, seen_ids: Container[int]) -> Optional[str]:
         return "not a JSON object"
     if not _is_int(entry.get("id")):
         return "no integer 'id'"
+    if not -2**63 <= entry["id"] < 2**63:  # the records keep ids as int64
+        return "image id beyond 64 bits"
     if entry["id"] in seen_ids:
         return "image id listed twice"
     if not (isinstance(entry.get("file_name"), str) and entry["file_name"]):
@@ -186,14 +188,16 @@ def _select_annotations(entries: List[object], image_ids: np.ndarray, id_map: Di
     `image_ids` holds the usable images' ids, sorted. The others are recorded in `issues` and dropped.
     """
     fields = _well_typed_fields(entries)
+    candidates = range(len(entries))
     if fields is not None:  # only membership can fail: find those entries in bulk
-        ids = np.asarray(fields[0], dtype=np.int64)
-        categories = np.asarray(fields[1], dtype=np.int64)
-        known_categories = np.asarray(sorted(id_map), dtype=np.int64)
-        usable = _is_among(ids, image_ids) & _is_among(categories, known_categories)
-        candidates = np.flatnonzero(~usable).tolist()
-    else:
-        candidates = range(len(entries))
+        try:
+            ids = np.asarray(fields[0], dtype=np.int64)
+            categories = np.asarray(fields[1], dtype=np.int64)
+            known_categories = np.asarray(sorted(id_map), dtype=np.int64)
+            usable = _is_among(ids, image_ids) & _is_among(categories, known_categories)
+            candidates = np.flatnonzero(~usable).tolist()
+        except OverflowError:  # an id beyond int64: no image or category has it; check every entry
+            fields = None
     image_set, dropped = set(image_ids.tolist()), set()
     for index in candidates:
         problem = _annotation_problem(entries[index], image_set, id_map)
