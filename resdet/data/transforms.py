@@ -90,6 +90,17 @@ def to_grayscale(image: np.ndarray, image_format: str) -> np.ndarray:
     return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
 
 
+class HueShift:
+    """shift_hue by a fixed number of degrees, as a picklable callable (image, image_format) -> image: loader
+    workers started by spawn receive their mapper by pickling, which refuses lambdas."""
+
+    def __init__(self, degrees: float):
+        self.degrees = degrees
+
+    def __call__(self, image: np.ndarray, image_format: str) -> np.ndarray:
+        return shift_hue(image, self.degrees, image_format)
+
+
 def colour_test_transform(name: str) -> Callable[[np.ndarray, str], np.ndarray]:
     """The image change a TEST.CLS_COLOUR_TESTS entry names: "grayscale", or "hue<degrees>" (e.g. "hue90")."""
     if name == "grayscale":
@@ -100,7 +111,7 @@ def colour_test_transform(name: str) -> Callable[[np.ndarray, str], np.ndarray]:
         except ValueError:
             degrees = None
         if degrees is not None:
-            return lambda image, image_format: shift_hue(image, degrees, image_format)
+            return HueShift(degrees)
     raise ValueError(f"TEST.CLS_COLOUR_TESTS: unknown test {name!r}; use 'grayscale' or 'hue<degrees>' such as 'hue90'")
 
 

@@ -73,6 +73,21 @@ def test_classification_colour_test_loader(cfg):
     np.testing.assert_array_equal(gray.permute(0, 2, 3, 1).numpy(), expected)
 
 
+@pytest.mark.parametrize("colour_test", ["grayscale", "hue90"])
+def test_colour_test_loader_with_spawned_workers(cfg, colour_test):
+    """Workers started by spawn (macOS's default) receive the mapper by pickling: the same batch as in-process."""
+    in_process = next(iter(build_classification_test_loader(cfg, "toy_cls_val", colour_test)))
+    cfg.DATALOADER.NUM_WORKERS, cfg.DATALOADER.START_METHOD = 1, "spawn"
+    spawned = next(iter(build_classification_test_loader(cfg, "toy_cls_val", colour_test)))
+    assert torch.equal(in_process[0], spawned[0]) and torch.equal(in_process[1], spawned[1])
+
+
+def test_unknown_start_method_names_the_key(cfg):
+    cfg.DATALOADER.NUM_WORKERS, cfg.DATALOADER.START_METHOD = 1, "teleport"
+    with pytest.raises(resdet.config.ConfigError, match="DATALOADER.START_METHOD: 'teleport'"):
+        build_classification_test_loader(cfg, "toy_cls_val")
+
+
 def test_classification_fully_conv(cfg):
     cfg.TEST.CLS_MODE = "fully_conv"
     images, labels = next(iter(build_classification_test_loader(cfg, "toy_cls_val")))
