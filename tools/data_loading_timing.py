@@ -99,10 +99,9 @@ def parse_timing(cfg) -> List[dict]:
     rows = []
     context = multiprocessing.get_context("spawn")
     for name in cfg.DATASETS.TRAIN:
-        json_file = MetadataCatalog.get(name).get("json_file")
+        json_file = MetadataCatalog.get(name).get("json_file")  # paths under $RESDET_DATASETS come resolved
         if not json_file:
             continue
-        json_file = json_file() if callable(json_file) else json_file
         with tempfile.TemporaryDirectory() as folder:
             row = {"dataset": name, "json_mb": os.path.getsize(json_file) / 2**20}
             for start in ("first", "cached"):
