@@ -2,8 +2,9 @@
 
 Every file (the checkpoint and the `last_checkpoint` pointer beside it) is written to a temporary file in
 the same directory, fsynced, then renamed over the target, so a crash, Ctrl-C or full disk during a save leaves
-the previous checkpoint and pointer intact; the pointer moves only once the new file is complete. Weights
-holding NaN or infinity are never written.
+the previous checkpoint and pointer intact; the pointer moves only once the new file is complete. Beside each
+checkpoint a `.sha256` sidecar records its digest, so that resuming detects a file damaged later on disk and takes
+the previous complete one (integrity.py). Weights holding NaN or infinity are never written.
 """
 import io
 import logging
@@ -17,7 +18,8 @@ import torch
 from torch import nn
 
 from ..engine import comm
-from ..errors import register_user_error
+from ..errors import CheckpointError, register_user_error
+from .integrity import HashingWriter, digest_line, digest_path, newest_complete, remove_stale_temporaries
 from .load import read_torch_file
 from .meta import META_KEY
 
@@ -91,6 +93,49 @@ def _strip_ddp_prefix(state_dict: Dict[str, Any]) -> Dict[str, Any]:
     return state_dict
 
 
+def _save_hashed(path: str, data: Dict[str, Any]) -> str:
+    """torch.save(data) to `path` atomically; returns the SHA-256 of the bytes written."""
+    writers = []
+
+    def write(file) -> None:
+        writers.append(HashingWriter(file))
+        torch.save(data, writers[-1])
+
+    atomic_write(path, write)
+    return writers[-1].sha256.hexdigest()
+
+
+def newest_complete_checkpoint(save_dir: str) -> Optional[str]:
+    """The checkpoint --resume would continue from: what last_checkpoint names if it is complete, else the newest
+    complete older one (each damaged one passed over is logged with why); None when there is none."""
+    pointer = os.path.join(save_dir, LAST_CHECKPOINT)
+    if not os.path.isfile(pointer):
+        return None
+    with open(pointer, errors="replace") as file:
+        pointed = os.path.join(save_dir, file.read().strip())
+    chosen, damaged = newest_complete(save_dir, pointed)
+    for path, reason in damaged:
+        logger.warning("checkpoint %s is damaged: %s; %s", path, reason,
+                       f"using the previous complete one, {chosen}" if chosen else "no older complete checkpoint")
+    if chosen is None and damaged:
+        raise CheckpointError(f"no complete checkpoint in {save_dir}: "
+                              + "; ".join(f"{path}: {reason}" for path, reason in damaged)
+                              + ". Start again without --resume, or restore a copy of a checkpoint")
+    return chosen
+
+
+def resume_advice(save_dir: str, alternative: str = "") -> str:
+    """Which checkpoint --resume would continue from, as a sentence for an error message."""
+    try:
+        path = newest_complete_checkpoint(save_dir)
+    except (CheckpointError, OSError) as err:
+        return f"No checkpoint in {save_dir} can be resumed from: {err}"
+    if path is None:
+        return f"No checkpoint was written to {save_dir}: the job must start again."
+    other = f" ({alternative})" if alternative else ""
+    return f"The newest complete checkpoint is {path}: the same command with --resume continues from it{other}."
+
+
 class Checkpointer:
     """Saves and restores the model and any objects with state_dict()/load_state_dict() (optimizer, scheduler)."""
 
@@ -131,7 +176,8 @@ class Checkpointer:
         previous = self.get_checkpoint_file()
         try:
             os.makedirs(self.save_dir, exist_ok=True)
-            atomic_write(path, lambda file: torch.save(data, file))
+            digest = _save_hashed(path, data)
+            atomic_write(digest_path(path), lambda file: file.write(digest_line(digest, path)))
             atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), lambda file: file.write(basename.encode()))
         except OSError as err:
             kept = f"last_checkpoint still names {previous}, which is complete" if previous else \
@@ -180,9 +226,19 @@ class Checkpointer:
         return data
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
-        """resume and a last_checkpoint exists: restore everything from it; otherwise load weights from `path`."""
+        """resume and a last_checkpoint exists: restore everything from the newest complete checkpoint (the one it
+        names, or the newest older one if that is damaged); otherwise load weights from `path`.
+
+        Call it on every rank: they check that they chose the same file."""
         if resume and self.has_checkpoint():
-            return self.load(self.get_checkpoint_file())
+            chosen = newest_complete_checkpoint(self.save_dir)
+            choices = comm.all_gather(os.path.basename(chosen))
+            if len(set(choices)) > 1:
+                raise CheckpointError(f"the processes of this job would resume from different checkpoints {choices}: "
+                                      f"is {self.save_dir} the same folder on every machine?")
+            if self.save_to_disk:
+                remove_stale_temporaries(self.save_dir)
+            return self.load(chosen)
         if path:
             from resdet import load_weights
 

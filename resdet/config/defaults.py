@@ -187,6 +187,12 @@ _C.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800)
 _C.TEST.AUG.MAX_SIZE = 2000
 _C.TEST.AUG.FLIP = True
 
+# ---------------------------------------------------------------- several processes
+_C.DIST = CN()
+# Seconds a collective waits for the other processes before the job fails: how long a process that hangs (or a
+# machine that vanished without closing its connections) can hold the job. A process that dies is noticed at once.
+_C.DIST.TIMEOUT = 1800
+
 _C.OUTPUT_DIR = "./output"
 _C.SEED = -1  # <0: a random seed, logged
 _C.CUDNN_BENCHMARK = False

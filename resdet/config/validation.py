@@ -2,6 +2,8 @@
 import math
 from typing import Any, Callable, List, Sequence, Tuple
 
+import torch
+
 from ..errors import ConfigError
 
 Rule = Tuple[str, Callable[[Any], bool], str]  # (key, test of its value, what the value must be)
@@ -17,6 +19,7 @@ MODEL_RULES: List[Rule] = [
     ("MODEL.ROI_HEADS.NUM_CLASSES", lambda v: v >= 1, "at least 1"),
     ("SOLVER.IMS_PER_BATCH", lambda v: v >= 1, "at least 1 (images per step over all processes)"),
     ("DATALOADER.NUM_WORKERS", lambda v: v >= 0, "0 (load in the main process) or more"),
+    ("DIST.TIMEOUT", lambda v: _finite(v) and v > 0, "a positive number of seconds"),
     # resdet.evaluation.coco_backends.COCO_EVAL_BACKENDS; whether the package is installed is checked there
     ("TEST.COCO_EVAL_BACKEND", lambda v: v in ("pycocotools", "faster_coco_eval"), "pycocotools or faster_coco_eval"),
 ]
@@ -86,6 +89,11 @@ def check_world_size(cfg, world_size: int, config_file: str, overrides: Sequence
     if world_size > 1 and batch % world_size != 0:
         raise ConfigError(f"{_where('SOLVER.IMS_PER_BATCH', config_file, overrides)} is {batch}, not divisible by "
                           f"the {world_size} processes of this job; use a multiple of {world_size}")
+    device = cfg.MODEL.DEVICE
+    on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if world_size > 1 and cfg.MODEL.RESNETS.NORM == "SyncBN" and not on_cuda:
+        raise ConfigError(f"{_where('MODEL.RESNETS.NORM', config_file, overrides)} is SyncBN, which synchronises "
+                          f"over CUDA devices only, and MODEL.DEVICE is {device!r}: use BN (or FrozenBN) on the CPU")
 
 
 def validate_config(cfg, config_file: str = "", overrides: Sequence[str] = (), training: bool = False,

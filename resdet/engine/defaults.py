@@ -5,18 +5,19 @@ import logging
 import os
 import random
 import sys
-from typing import Callable, Optional
+from datetime import timedelta
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
 
 from ..config import CfgNode, ConfigError, get_cfg, validate_config
 from ..errors import UsageError
-from ..utils.cli import EXIT_USER_ERROR, ToolArgumentParser, debug_requested, run_tool
+from ..utils.cli import EXIT_USER_ERROR, ToolArgumentParser, debug_requested, report_user_error, run_tool
 from ..utils.device import device_type
 from ..utils.logger import environment_info, setup_logger
 from . import allocator, comm
-from .launch import launch, under_torchrun
+from .launch import ProcessFailed, backend_for, launch, under_torchrun
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ def default_argument_parser(description: str = None) -> argparse.ArgumentParser:
     parser.add_argument("--num-machines", type=int, default=1)
     parser.add_argument("--machine-rank", type=int, default=0, help="rank of this machine, 0..num-machines-1")
     parser.add_argument("--dist-url", default="auto", help="tcp://HOST:PORT of machine 0; 'auto': a free local port")
+    parser.add_argument("--max-restarts", type=int, default=0, metavar="N",
+                        help="when a process of the job fails, restart every process up to N times; they continue "
+                             "from the newest complete checkpoint (as torchrun --max-restarts does)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="config overrides, e.g. SOLVER.BASE_LR 0.01 OUTPUT_DIR out/")
     return parser
@@ -98,7 +102,7 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace) -> None:
     rank = comm.get_rank()
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     setup_logger(cfg.OUTPUT_DIR, rank)
-    logger.info("rank %d of %d\n%s", rank, comm.get_world_size(), environment_info())
+    logger.info("rank %d of %d, pid %d\n%s", rank, comm.get_world_size(), os.getpid(), environment_info())
     logger.info("command line: %s", " ".join(sys.argv))
     logger.info("config (%s):\n%s", args.config or "defaults", cfg.dump())
     if comm.is_main_process():
@@ -121,6 +125,10 @@ def _exit_on_user_errors(main_func: Callable, debug: bool, *args) -> None:
         sys.exit(status)
 
 
+def _restarted_by_torchrun() -> bool:
+    return under_torchrun() and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+
+
 def expected_world_size(args: argparse.Namespace) -> int:
     """The number of processes the job will have: torchrun's WORLD_SIZE, else machines x processes per machine."""
     if under_torchrun():
@@ -132,19 +140,48 @@ def expected_world_size(args: argparse.Namespace) -> int:
 
 
 def launch_tool(main_func: Callable, args: argparse.Namespace) -> int:
-    """Check the config, then launch main_func(args) per the distributed options. Returns the exit status: 0, or 2
-    after a user error's message (in this process or a spawned one); --debug / RESDET_DEBUG=1 raise instead."""
-    import torch.multiprocessing as mp
+    """Check the config, then launch main_func(args) per the distributed options. Returns the exit status: 0, 2
+    after a user error's message (in this process or a spawned one), or that of a failed process (128 + N for signal
+    N); --debug / RESDET_DEBUG=1 raise user errors instead.
+
+    When a spawned process fails, the others are stopped and the message names the rank, how it ended and the
+    checkpoint to resume from; with --max-restarts N the job then restarts up to N times, resuming from it, as it
+    does when torchrun restarts it."""
+    from ..checkpoint.checkpointer import resume_advice  # here: resdet.checkpoint imports this package
 
     debug = debug_requested()
+    configs: List[CfgNode] = []
     # Fails before any process is spawned, so a bad config is reported once rather than once per process.
-    status = run_tool(lambda: setup_config(args, expected_world_size(args)), debug=debug)
+    status = run_tool(lambda: configs.append(setup_config(args, expected_world_size(args))), debug=debug)
     if status != 0:
         return status
+    cfg = configs[0]
+    if args.max_restarts < 0:
+        return report_user_error(UsageError(f"--max-restarts {args.max_restarts}: give 0 or more"))
+    if _restarted_by_torchrun():
+        args.resume = True
+        logger.warning("torchrun restart %s: continuing from the newest complete checkpoint in %s",
+                       os.environ["TORCHELASTIC_RESTART_COUNT"], cfg.OUTPUT_DIR)
+    if expected_world_size(args) > 1 and not under_torchrun():
+        setup_logger(None, 0)  # this launcher's own messages (the processes it starts log to OUTPUT_DIR)
     wrapped = functools.partial(_exit_on_user_errors, main_func, debug)
-    try:
-        return run_tool(launch, wrapped, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, (args,),
-                        debug=debug)
-    except mp.ProcessExitedException as err:
-        # A spawned process already printed its error; exit with its status.
-        return err.exit_code or 1
+    timeout = timedelta(seconds=cfg.DIST.TIMEOUT)
+    for restart in range(args.max_restarts + 1):
+        if restart:
+            args.resume = True
+            logger.warning("restart %d of %d: starting every process again; they continue from the newest complete "
+                           "checkpoint", restart, args.max_restarts)
+        try:
+            return run_tool(launch, wrapped, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url,
+                            (args,), timeout, backend_for(device_type(cfg.MODEL.DEVICE)), debug=debug)
+        except ProcessFailed as failure:
+            if failure.exit_status == EXIT_USER_ERROR or failure.stop_requested:
+                return failure.shell_status  # the process printed why; a requested stop saved its checkpoint
+            left = args.max_restarts - restart
+            restarts = f"restarting ({left} restart{'s' if left > 1 else ''} left)" if left else "--max-restarts N " \
+                "restarts a job by itself"
+            report_user_error(ProcessFailed(f"{failure} and the other processes were stopped. "
+                                            f"{resume_advice(cfg.OUTPUT_DIR, restarts)}", failure.rank, 0))
+            if not left:
+                return failure.shell_status
+    return 1  # not reached: the last attempt returns

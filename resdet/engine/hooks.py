@@ -5,6 +5,7 @@ import re
 import time
 from typing import Callable, Dict, List, Optional
 
+from ..checkpoint.integrity import digest_path
 from . import comm
 from .rng import preserved_rng_state
 from .trainer import HookBase, TrainingDiverged
@@ -83,6 +84,8 @@ class PeriodicCheckpointer(HookBase):
                 continue
             try:
                 os.remove(os.path.join(directory, name))
+                if os.path.exists(digest_path(os.path.join(directory, name))):
+                    os.remove(digest_path(os.path.join(directory, name)))
                 logger.info("removed old checkpoint %s (SOLVER.CHECKPOINT_KEEP %d)", name, self.keep)
             except OSError as err:
                 logger.warning("could not remove old checkpoint %s: %s", name, err)

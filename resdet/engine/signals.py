@@ -4,7 +4,7 @@ import os
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +77,16 @@ class TrainingInterrupted(SystemExit):
 
 
 @contextmanager
-def forwarded_signals(pids: Sequence[int]) -> Iterator[None]:
-    """SIGTERM and SIGINT received by this process (a launcher) are passed on, once each, to the processes `pids`."""
+def forwarded_signals(pids: Sequence[int]) -> Iterator[List[int]]:
+    """SIGTERM and SIGINT received by this process (a launcher) are passed on, once each, to the processes `pids`.
+    Yields the list of the signals passed on so far."""
+    received: List[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
 
     def forward(signum: int, frame) -> None:
+        received.append(signum)
         logger.warning("%s received: passing it on to the %d training processes", signal_name(signum), len(pids))
         for pid in pids:
             try:
@@ -93,7 +96,7 @@ def forwarded_signals(pids: Sequence[int]) -> Iterator[None]:
 
     previous = {signum: signal.signal(signum, forward) for signum in STOP_SIGNALS}
     try:
-        yield
+        yield received
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)

@@ -5,7 +5,7 @@ from typing import Callable, Dict, Iterable, Optional
 
 from torch import nn
 
-from ..checkpoint.checkpointer import Checkpointer
+from ..checkpoint.checkpointer import Checkpointer, newest_complete_checkpoint, resume_advice
 from ..checkpoint.meta import model_meta
 from ..config import ConfigError
 from ..solver import build_lr_scheduler, build_optimizer
@@ -28,7 +28,7 @@ def load_for_evaluation(cfg, model: nn.Module) -> None:
     checkpointer = Checkpointer(model, cfg.OUTPUT_DIR)
     if not checkpointer.has_checkpoint():
         raise ConfigError(f"--eval-only: MODEL.WEIGHTS is empty and {cfg.OUTPUT_DIR} has no last_checkpoint")
-    checkpointer.load(checkpointer.get_checkpoint_file(), with_checkpointables=False)
+    checkpointer.load(newest_complete_checkpoint(cfg.OUTPUT_DIR), with_checkpointables=False)
 
 
 def _resumable_state(trainer: Trainer, train_loader: Iterable, rng_states: RNGStates, optimizer,
@@ -83,6 +83,15 @@ def run_training(cfg, resume: bool, model: nn.Module, train_loader: Iterable, lo
             trainer.train(start_iter, cfg.SOLVER.MAX_ITER)
         except TrainingDiverged as err:
             raise TrainingDiverged(f"{err}; {_last_good_checkpoint(checkpointer)}", err.iteration) from None
+        except Exception as err:
+            # Logged here, while a launcher's SIGTERM to the survivors only sets stop_request: once training has
+            # unwound, the signal would end this process before the error could be reported.
+            if comm.get_world_size() > 1:
+                logger.error("rank %d stopped on %s: %s (when a collective failed, another process of the job probably "
+                             "ended first: the launcher's report names it). %s", comm.get_rank(), type(err).__name__,
+                             str(err).strip().splitlines()[0][:300] if str(err).strip() else "",
+                             resume_advice(cfg.OUTPUT_DIR, "--max-restarts N restarts a job by itself"))
+            raise
         finally:
             log_skipped_images(train_loader)  # DATALOADER.SKIP_CORRUPT's count, however training ended
     if trainer.stop_signal is not None:

@@ -26,6 +26,7 @@ def training_config(config_file: str, overrides, world_size: int = 1):
     ("SOLVER.STEPS", "(900, 300)", "increasing"),
     ("MODEL.ROI_HEADS.NUM_CLASSES", "0", "at least 1"),
     ("TEST.COCO_EVAL_BACKEND", "fast", "faster_coco_eval"),
+    ("DIST.TIMEOUT", "0", "positive number of seconds"),
 ])
 def test_impossible_value_names_key_and_file(key, value, needle):
     with pytest.raises(ConfigError) as err:
@@ -63,6 +64,13 @@ def test_batch_must_split_over_the_processes():
     message = str(err.value)
     assert "SOLVER.IMS_PER_BATCH" in message and "toy_frcnn_r18_fpn.yaml" in message and "3 processes" in message
     assert training_config(TOY_DET, ["SOLVER.IMS_PER_BATCH", "6"], world_size=3).SOLVER.IMS_PER_BATCH == 6
+
+
+def test_syncbn_needs_cuda_in_a_job_of_several_processes():
+    with pytest.raises(ConfigError, match="MODEL.RESNETS.NORM.*SyncBN.*CUDA devices only.*'cpu'"):
+        training_config(TOY_DET, ["MODEL.RESNETS.NORM", "SyncBN", "MODEL.DEVICE", "cpu"], world_size=2)
+    # one process: SyncBN is plain BN there, on any device
+    assert training_config(TOY_DET, ["MODEL.RESNETS.NORM", "SyncBN"], world_size=1).MODEL.RESNETS.NORM == "SyncBN"
 
 
 def test_setup_cfg_checks_the_model_not_the_solver():
