@@ -7,6 +7,12 @@ import torch
 torch.set_num_threads(2)
 
 
+def pytest_configure(config):
+    """The markers the tests use (this file is the suite's pytest configuration)."""
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (tests/gpu; skipped without one). Run: pytest -m gpu "
+                                       "tests/gpu, or tools/gpu_check.sh (docs/gpu.md)")
+
+
 @pytest.fixture
 def cfg():
     """A fresh default config on the CPU."""

@@ -81,6 +81,7 @@ def inference_on_dataset(model: nn.Module, data_loader, evaluator: DatasetEvalua
     # the first batches pay for allocation and caching; they are left out of the timing
     num_warmup = min(5, total_batches - 1) if total_batches else 0
     evaluator.reset()
+    on_cuda = next(model.parameters(), torch.empty(0)).is_cuda
     was_training = model.training
     model.eval()
     num_images, timed_images, timed_seconds = 0, 0, 0.0
@@ -90,7 +91,7 @@ def inference_on_dataset(model: nn.Module, data_loader, evaluator: DatasetEvalua
             for index, inputs in enumerate(data_loader):
                 batch_start = time.perf_counter()
                 outputs = model(inputs)
-                if torch.cuda.is_available():
+                if on_cuda:  # the timing waits for the device; a CPU model must not create a CUDA context
                     torch.cuda.synchronize()
                 evaluator.process(inputs, outputs)
                 num_images += len(inputs)
