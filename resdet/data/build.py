@@ -35,12 +35,14 @@ class MapDataset(Dataset):
     Plain indices (the deterministic test mappers) share one fixed rng.
     With `skip_corrupt` (DATALOADER.SKIP_CORRUPT, training only) an unreadable image's sample is replaced by the
     next readable one (resdet/data/skip_corrupt.py); a test set must not, as a repeated image would be scored twice.
+    `context` is the loader workers' multiprocessing context, in which the skipper's shared counters are made.
     """
 
-    def __init__(self, records: Sequence[dict], mapper: Callable, seed: int = 0, skip_corrupt: bool = False):
+    def __init__(self, records: Sequence[dict], mapper: Callable, seed: int = 0, skip_corrupt: bool = False,
+                 context: Optional[multiprocessing.context.BaseContext] = None):
         self.records, self.mapper, self.seed = records, mapper, seed
         self.rng = np.random.default_rng(seed)
-        self.skipper = CorruptImageSkipper(records) if skip_corrupt else None
+        self.skipper = CorruptImageSkipper(records, context) if skip_corrupt else None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -200,7 +202,8 @@ def build_classification_train_loader(cfg) -> InfiniteLoader:
     seed = shared_seed(cfg)
     sampler = TrainingSampler(len(records), seed, comm.get_rank(), comm.get_world_size())
     batch_sampler = TrainingBatchSampler(sampler, images_per_process(cfg))
-    dataset = MapDataset(records, ClassificationTrainMapper(cfg), seed, skip_corrupt=cfg.DATALOADER.SKIP_CORRUPT)
+    dataset = MapDataset(records, ClassificationTrainMapper(cfg), seed, skip_corrupt=cfg.DATALOADER.SKIP_CORRUPT,
+                         context=worker_context(cfg) if cfg.DATALOADER.NUM_WORKERS else None)
     release_freed_memory()
     return InfiniteLoader(_dataloader(cfg, dataset, collate_classification, batch_sampler=batch_sampler))
 
@@ -261,7 +264,8 @@ def build_detection_train_loader(cfg) -> InfiniteLoader:
     sampler = TrainingSampler(len(records), seed, comm.get_rank(), comm.get_world_size())
     group_ids = portrait_flags(records) if cfg.DATALOADER.ASPECT_RATIO_GROUPING else None
     batch_sampler = TrainingBatchSampler(sampler, images_per_process(cfg), group_ids)
-    dataset = MapDataset(records, DetectionTrainMapper(cfg), seed, skip_corrupt=cfg.DATALOADER.SKIP_CORRUPT)
+    dataset = MapDataset(records, DetectionTrainMapper(cfg), seed, skip_corrupt=cfg.DATALOADER.SKIP_CORRUPT,
+                         context=worker_context(cfg) if cfg.DATALOADER.NUM_WORKERS else None)
     release_freed_memory()  # the index computations' temporaries: workers fork from a trimmed heap
     return InfiniteLoader(_dataloader(cfg, dataset, collate_list, batch_sampler=batch_sampler))
 

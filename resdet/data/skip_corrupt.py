@@ -7,7 +7,8 @@ an uninterrupted one. Each unreadable image is warned about once; log_skipped_im
 import ctypes
 import logging
 import multiprocessing
-from typing import Callable, List, TypeVar
+from multiprocessing.context import BaseContext
+from typing import Callable, List, Optional, TypeVar
 
 import numpy as np
 
@@ -23,11 +24,13 @@ MAX_CONSECUTIVE_UNREADABLE = 64
 class CorruptImageSkipper:
     """Replaces unreadable samples by the next readable index; what it skipped is shared by DataLoader workers."""
 
-    def __init__(self, records: List[dict]):
+    def __init__(self, records: List[dict], context: Optional[BaseContext] = None):
         self.records = records
-        # Shared memory: DataLoader workers write these, the main process reads them for the final count.
-        self._unreadable = multiprocessing.RawArray(ctypes.c_uint8, max(len(records), 1))  # one flag per record
-        self._replaced = multiprocessing.Value(ctypes.c_int64, 0)  # samples served by a replacement
+        # Shared memory: DataLoader workers write these, the main process reads them for the final count. Made in the
+        # workers' multiprocessing context (default: the platform's): a lock made for fork cannot go to spawned workers.
+        context = context or multiprocessing.get_context()
+        self._unreadable = context.RawArray(ctypes.c_uint8, max(len(records), 1))  # one flag per record
+        self._replaced = context.Value(ctypes.c_int64, 0)  # samples served by a replacement
 
     def fetch(self, index: int, load: Callable[[int], Sample]) -> Sample:
         """load(index), or load(j) for the first index j after it (wrapping around) whose image reads."""

@@ -145,6 +145,9 @@ class Trainer:
         finally:
             for hook in self.hooks:
                 hook.after_train()
+            # The hooks and the trainer refer to each other: without this the loader's iterator, and its workers,
+            # would live until the garbage collector ran (a spawn-started worker then waits 5 s to be killed).
+            self._data_iter = None
 
     def _stop_agreed(self) -> bool:
         """Whether any rank received a stop signal; sets stop_signal (the same on every rank)."""

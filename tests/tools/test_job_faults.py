@@ -19,7 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 SCRIPT = "tools/train_cls.py"
 TOY = ["--config", "configs/toy_cls_r18.yaml", "SOLVER.IMS_PER_BATCH", "4", "INPUT.CROP.SIZE",
-       "32", "DATASETS.TEST", "()", "SEED", "0", "DATALOADER.NUM_WORKERS", "0"]
+       "32", "DATASETS.TEST", "()", "SEED", "0", "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "2"]
 TRAIN = [*TOY, "SOLVER.CHECKPOINT_PERIOD", "4", "SOLVER.MAX_ITER", "12"]
 pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="taskset-style pinning needs Linux")
 
@@ -71,7 +71,10 @@ def uninterrupted(toy_datasets, tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted")
     status, output = _finish(_start([sys.executable, SCRIPT, "--num-gpus", "2", *TRAIN], out, toy_datasets))
     assert status == 0, output[-3000:]
-    return _weights(out)
+    final, early = _weights(out), torch.load(out / "model_0000004.pth", weights_only=True)["model"]
+    # the comparisons below mean something only if training moves the weights after iteration 4
+    assert all(not torch.equal(final[name], early[name]) for name in final if name.endswith("conv1.weight"))
+    return final
 
 
 def test_a_killed_process_restarts_the_job_from_its_checkpoint(toy_datasets, tmp_path, uninterrupted):
