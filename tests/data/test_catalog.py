@@ -76,6 +76,9 @@ def test_config_only_name_missing_file(tmp_path):
 
 def test_lazy_metadata_retried_after_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("RESDET_DATASETS", str(tmp_path))
+    # The classes loaded here belong to this test's root: afterwards imagenet_train loads them again from the next one.
+    meta = MetadataCatalog.get("imagenet_train")
+    monkeypatch.setattr(meta, "__dict__", dict(meta.__dict__))
     with pytest.raises(DatasetNotFoundError, match="imagenet/train"):
         MetadataCatalog.get("imagenet_train").thing_classes
     for wnid in ("n02", "n01"):

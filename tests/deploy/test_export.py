@@ -1,6 +1,6 @@
 """Exported models against the eager ones: the ONNX file in onnxruntime and the torch.export program reproduce >= 99%
 of the eager model's top-100 detections (same label, IoU >= 0.99, score within 1e-3) for the toy detector (through
-tools/export_model.py and a checkpoint with meta), an R50-FPN and an R50-C4, all with calibrated random weights, on
+tools/export_model.py and a checkpoint with meta) and an R50-C4, both with calibrated random weights, on
 toy validation images and a photo-like image of random size; a classifier's logits agree to 1e-4. The README's
 onnxruntime example runs as written."""
 import json
@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TOY = str(ROOT / "configs" / "toy_frcnn_r18_fpn.yaml")
 CPU = ["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
 # R50s at a small test size; the C4 head runs res5 once per proposal, so it gets few of them
-R50 = {"fpn": ("coco_frcnn_r50_fpn.yaml", ["MODEL.RPN.POST_NMS_TOPK_TEST", "300"]),
-       "c4": ("coco_frcnn_r50_c4.yaml", ["MODEL.RPN.POST_NMS_TOPK_TEST", "64"])}
+# The bottleneck trunk with the C4 head; the FPN graph is the toy detector's (an R50-FPN export took 40 s more).
+R50 = {"c4": ("coco_frcnn_r50_c4.yaml", ["MODEL.RPN.POST_NMS_TOPK_TEST", "64"])}
 SMALL = ["INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "256"]
 TOP = 100
 MIN_MATCHED = 0.99

@@ -32,22 +32,18 @@ them: both ranks log (log.txt, log.txt.rank1) their training, the losses are fin
 metrics (eval/results.json). Tiny inputs, a quarter of the channel widths, lr at most 0.01, zero-initialised branch
 ends for random FrozenBN trunks (`config_overrides`); depth, blocks, shortcuts, norms, C4/FPN, poolers and the rest of
 what tells the configs apart stay.
-Budget (under ~150 s): a spawn-started worker imports torch and resdet, ~2.5 s of CPU, and a config with one worker
-per loader starts four on two ranks (eight for the toy classifier's colour tests): 31 configs would spend over 150 s
-on 2 cores in worker start-up alone, and each command-line run adds three interpreters (~8 s). What a worker
-receives depends only on the config's data path (`data_path`: the kind of model, DATASETS, INPUT, DATALOADER, TEST,
-batch, seed, device), not on its model, and part 1 checks that configs of one data path pickle their loaders to the
-same bytes. So:
-- `test_cli_two_processes`: the real tools on the command line, `--num-gpus 2 DATALOADER.NUM_WORKERS 1
-  DATALOADER.START_METHOD spawn`: tools/train_cls.py on configs/toy_cls_r18.yaml (its colour tests were the hue-shift
-  lambda) and tools/train_det.py on configs/toy_frcnn_r18_fpn.yaml (FPN, AMP, AdamW). There the ranks and workers
-  also re-import the tool's script (spawn imports the parent's __main__).
+Budget: a spawn-started worker imports torch and resdet (~2.5 s of CPU) and a command-line run adds three
+interpreters (~8 s), so spawned workers are started where they tell something new: `test_one_spawned_batch_per_format`
+(each data format's training loader) and two command-line runs; the pickling test checks everything else a worker
+would receive, for every config.
+- `test_cli_two_processes`: the real tool on the command line, `--num-gpus 2 DATALOADER.NUM_WORKERS 1
+  DATALOADER.START_METHOD spawn`: tools/train_cls.py on configs/toy_cls_r18.yaml (its colour tests: three test
+  loaders per rank). There the ranks and workers also re-import the tool's script (spawn imports the parent's
+  __main__). tools/train_det.py gets the same in tests/tools/test_shared_records.py (spawn-started workers).
 - `test_remaining_configs_in_one_job`: every other config in one two-process job (tests/tools/every_config_driver.py:
-  resdet.engine.launch, then the tools' `main` for each config, each with its own OUTPUT_DIR). The first config of
-  each data path not run yet (cifar/resnet20, r18_imagenet, coco_frcnn_r50_c4, torchvision/frcnn_r50_fpn,
-  voc_frcnn_r101) has spawn-started workers; the others load in their ranks (NUM_WORKERS 0) and so still train and
-  evaluate every model (plain and residual, basic and bottleneck, shortcut options A and B, BN and FrozenBN, C4 and
-  FPN, RoIPool and RoIAlign, ResNet-1202, R152) on two ranks. A config of a new data path gets spawned workers itself.
+  resdet.engine.launch, then the tools' `main` for each config, each with its own OUTPUT_DIR), loading in the ranks
+  (NUM_WORKERS 0): every model (plain and residual, basic and bottleneck, shortcut options A and B, BN and FrozenBN,
+  C4 and FPN, RoIPool and RoIAlign, ResNet-1202, R152) trains and evaluates on two ranks.
 """
 import argparse
 import functools
@@ -515,14 +511,8 @@ def test_skip_corrupt_with_spawned_workers(small_toy, cache_dir, tmp_path, monke
 # The real tools on the command line, one per tool: the ranks and their workers then re-import the tool's own script
 # (spawn imports the parent's __main__), which the driver's job does not.
 CLI_RUNS = {
-    "configs/toy_cls_r18.yaml": "train_cls: colour tests (the hue shift was once a lambda), three test loaders per rank",
-    "configs/toy_frcnn_r18_fpn.yaml": "train_det: FPN detector, AMP, AdamW, the COCO evaluator",
+    "configs/toy_cls_r18.yaml": "train_cls: colour tests (the hue shift was once a lambda), 3 test loaders per rank",
 }
-# Which config of a data path (`data_path`) runs with spawn-started workers in the driver's job, where there is a
-# choice: the cheapest. A data path none of these covers gets its first config.
-SPAWNED_FIRST = ["configs/cifar/resnet20.yaml", "configs/r18_imagenet.yaml", "configs/coco_frcnn_r50_c4.yaml"]
-
-
 def tool_of(config: str) -> str:
     return "train_det" if is_detector(file_config(config)) else "train_cls"
 
@@ -530,14 +520,6 @@ def tool_of(config: str) -> str:
 def run_argv(config: str, root: str, output_dir: str, workers: List[str]) -> List[str]:
     """A tool's command line for `config`: tiny sizes, the loader `workers` options, its own OUTPUT_DIR."""
     return ["--config", config, *config_overrides(config, root), *workers, "OUTPUT_DIR", output_dir]
-
-
-def spawned_configs() -> List[str]:
-    """One config per data path, the one that runs with spawn-started workers (CLI_RUNS and SPAWNED_FIRST first)."""
-    chosen: Dict[str, str] = {}
-    for config in [*CLI_RUNS, *SPAWNED_FIRST, *CONFIGS]:
-        chosen.setdefault(data_path(config), config)
-    return list(chosen.values())
 
 
 def run_env(root: str, cache: str) -> Dict[str, str]:
@@ -573,13 +555,6 @@ def check_trained_and_evaluated(config: str, output_dir: str, workers: List[str]
             (config, results)
 
 
-def test_every_data_path_runs_with_spawned_workers():
-    spawned = spawned_configs()
-    assert set(CLI_RUNS) <= set(spawned) and set(SPAWNED_FIRST) <= set(spawned)
-    assert {config_format(config) for config in spawned} == set(FORMATS)
-    assert {data_path(config) for config in spawned} == {data_path(config) for config in CONFIGS}
-
-
 @pytest.mark.parametrize("config", sorted(CLI_RUNS))
 def test_cli_two_processes(config, small_root, cache_dir, tmp_path):
     output_dir = str(tmp_path / "out")
@@ -592,11 +567,9 @@ def test_cli_two_processes(config, small_root, cache_dir, tmp_path):
 
 
 def test_remaining_configs_in_one_job(small_root, cache_dir, tmp_path):
-    spawned = set(spawned_configs())
     remaining = [config for config in CONFIGS if config not in CLI_RUNS]
-    workers = {config: SPAWN if config in spawned else IN_PROCESS for config in remaining}
     jobs = [{"tool": tool_of(config),
-             "argv": run_argv(config, small_root, str(tmp_path / config.replace("/", "_")), workers[config])}
+             "argv": run_argv(config, small_root, str(tmp_path / config.replace("/", "_")), IN_PROCESS)}
             for config in remaining]
     with open(tmp_path / "jobs.json", "w") as file:
         json.dump(jobs, file)
@@ -606,4 +579,4 @@ def test_remaining_configs_in_one_job(small_root, cache_dir, tmp_path):
     assert result.returncode == 0, f"failed in {started[-1:]}:\n{result.stderr[-6000:]}"
     assert started == remaining
     for config in remaining:
-        check_trained_and_evaluated(config, str(tmp_path / config.replace("/", "_")), workers[config])
+        check_trained_and_evaluated(config, str(tmp_path / config.replace("/", "_")), IN_PROCESS)
