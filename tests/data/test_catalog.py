@@ -76,9 +76,6 @@ def test_config_only_name_missing_file(tmp_path):
 
 def test_lazy_metadata_retried_after_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("RESDET_DATASETS", str(tmp_path))
-    # The classes loaded here belong to this test's root: afterwards imagenet_train loads them again from the next one.
-    meta = MetadataCatalog.get("imagenet_train")
-    monkeypatch.setattr(meta, "__dict__", dict(meta.__dict__))
     with pytest.raises(DatasetNotFoundError, match="imagenet/train"):
         MetadataCatalog.get("imagenet_train").thing_classes
     for wnid in ("n02", "n01"):
@@ -86,3 +83,9 @@ def test_lazy_metadata_retried_after_missing(tmp_path, monkeypatch):
         (tmp_path / "imagenet/train" / wnid / "x.JPEG").write_bytes(b"")
     assert MetadataCatalog.get("imagenet_train").thing_classes == ["n01", "n02"]
     assert [d["label"] for d in DatasetCatalog.get("imagenet_train")] == [0, 1]
+    # another root (as a later job or test in the same process would use): its classes, not those read before
+    other = tmp_path / "other"
+    for wnid in ("n07", "n05", "n06"):
+        (other / "imagenet/train" / wnid).mkdir(parents=True)
+    monkeypatch.setenv("RESDET_DATASETS", str(other))
+    assert MetadataCatalog.get("imagenet_train").thing_classes == ["n05", "n06", "n07"]

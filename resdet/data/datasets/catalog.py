@@ -50,6 +50,9 @@ class Metadata:
         self.name = name
         self._dynamic: Dict[str, Callable[[], Any]] = {}
         self._lazy: Optional[Callable[[], Dict[str, Any]]] = None
+        self._lazy_source: Optional[PathSpec] = None
+        self._lazy_values: Optional[Dict[str, Any]] = None  # what _lazy returned, for the path it read
+        self._lazy_read_from: Optional[str] = None
 
     def set(self, **kwargs) -> "Metadata":
         """Set attributes; callables given as PathSpecs stay dynamic (re-evaluated on each read)."""
@@ -61,9 +64,10 @@ class Metadata:
                 setattr(self, key, value)
         return self
 
-    def set_lazy(self, loader: Callable[[], Dict[str, Any]]) -> "Metadata":
-        """`loader()` fills the attributes it returns (those not already set) on the first missing read."""
-        self._lazy = loader
+    def set_lazy(self, loader: Callable[[], Dict[str, Any]], source: Optional[PathSpec] = None) -> "Metadata":
+        """`loader()` fills the attributes it returns (those not already set) on the first missing read, and again
+        when `source` (the file or folder it reads, e.g. below $RESDET_DATASETS) resolves to another path."""
+        self._lazy, self._lazy_source, self._lazy_values = loader, source, None
         return self
 
     def __getattr__(self, key: str) -> Any:
@@ -73,13 +77,12 @@ class Metadata:
         if key in self._dynamic:
             return self._dynamic[key]()
         if self._lazy is not None:
-            loaded = self._lazy()  # may raise DatasetNotFoundError; then it is tried again next time
-            self._lazy = None
-            for lazy_key, value in loaded.items():
-                if lazy_key not in self.__dict__:
-                    setattr(self, lazy_key, value)
-            if key in self.__dict__:
-                return self.__dict__[key]
+            source = resolve_path(self._lazy_source) if self._lazy_source is not None else None
+            if self._lazy_values is None or source != self._lazy_read_from:
+                self._lazy_values = self._lazy()  # may raise DatasetNotFoundError; then it is tried again next time
+                self._lazy_read_from = source
+            if key in self._lazy_values:
+                return self._lazy_values[key]
         raise AttributeError(f"metadata of dataset {self.name!r} has no attribute {key!r}")
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -92,7 +95,7 @@ class Metadata:
     def as_dict(self) -> Dict[str, Any]:
         """All attributes currently known (lazy ones included), with dynamic paths resolved."""
         self.get("thing_classes")  # triggers the lazy loader, if any
-        public = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        public = {**(self._lazy_values or {}), **{k: v for k, v in self.__dict__.items() if not k.startswith("_")}}
         public.update({k: fn() for k, fn in self._dynamic.items()})
         return public
 

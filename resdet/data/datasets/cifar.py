@@ -81,7 +81,7 @@ def register_cifar10(name: str, root: PathSpec, split: str) -> None:
         raise DataError(f"dataset {name!r}: unknown CIFAR-10 split {split!r}")
     DatasetCatalog.register(name, lambda: load_cifar10(name, root, split))
     meta = MetadataCatalog.get(name).set(image_root=root, evaluator_type="classification")
-    meta.set_lazy(lambda: {"thing_classes": read_label_names(name, root)})
+    meta.set_lazy(lambda: {"thing_classes": read_label_names(name, root)}, source=root)
 
 
 for _split in ("train", "train45k", "val5k", "test"):

@@ -310,7 +310,7 @@ def register_coco_instances(name: str, json_file: PathSpec, image_root: PathSpec
     DatasetCatalog.register(name, lambda: load_coco_json(name, json_file, image_root))
     meta = MetadataCatalog.get(name)
     meta.set(json_file=json_file, image_root=image_root, evaluator_type="coco")
-    meta.set_lazy(lambda: _metadata_from_json(name, json_file, image_root))
+    meta.set_lazy(lambda: _metadata_from_json(name, json_file, image_root), source=json_file)
 
 
 def _register_from_spec(name: str, rest: str) -> None:

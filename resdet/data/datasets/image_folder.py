@@ -46,7 +46,7 @@ def register_image_folder(name: str, root: PathSpec) -> None:
     """Register an ImageFolder tree; thing_classes are its sub-folder names, read when first needed."""
     DatasetCatalog.register(name, lambda: load_image_folder(name, root))
     meta = MetadataCatalog.get(name).set(image_root=root, evaluator_type="classification")
-    meta.set_lazy(lambda: {"thing_classes": list_classes(name, root)})
+    meta.set_lazy(lambda: {"thing_classes": list_classes(name, root)}, source=root)
 
 
 for _split in ("train", "val"):
