@@ -28,10 +28,10 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="ta
 def _start(command, out_dir, datasets_root, cpu=None):
     env = dict(os.environ, RESDET_DATASETS=str(datasets_root))
     env.pop("OMP_NUM_THREADS", None)  # threads come from the CPUs each process may use
-    if cpu is not None:  # as `taskset -c CPU`: a machine of one core
-        command = ["taskset", "-c", str(cpu), *command]
+    # as `taskset -c CPU`: a machine of one core
+    pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
     return subprocess.Popen([*command, "OUTPUT_DIR", str(out_dir)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True, preexec_fn=pin)
 
 
 def _finish(process, timeout=240):
