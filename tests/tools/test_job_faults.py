@@ -100,8 +100,11 @@ def test_a_killed_process_restarts_the_job_from_its_checkpoint(toy_datasets, tmp
 
 def test_torchrun_max_restarts_resumes_by_itself(toy_datasets, tmp_path, uninterrupted):
     out = tmp_path / "out"
-    job = _start([*TORCHRUN, "--standalone", "--nproc-per-node", "2", "--max-restarts", "1", SCRIPT, *TRAIN], out,
-                 toy_datasets)
+    # A c10d rendezvous at a fixed endpoint, as on a cluster: its store outlives the restart (without a prefix per
+    # attempt the restarted processes waited for the dead ones' addresses).
+    rendezvous = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_find_free_port()}", "--rdzv-id", "restart"]
+    job = _start([*TORCHRUN, "--nnodes", "1", "--nproc-per-node", "2", *rendezvous, "--max-restarts", "1", SCRIPT,
+                  *TRAIN], out, toy_datasets)
     os.kill(_rank_pid(out, 1, job), signal.SIGKILL)
     status, output = _finish(job)
     assert status == 0, output[-3000:]
