@@ -105,14 +105,21 @@ def _save_hashed(path: str, data: Dict[str, Any]) -> str:
     return writers[-1].sha256.hexdigest()
 
 
-def newest_complete_checkpoint(save_dir: str) -> Optional[str]:
-    """The checkpoint --resume would continue from: what last_checkpoint names if it is complete, else the newest
-    complete older one (each damaged one passed over is logged with why); None when there is none."""
+def pointed_checkpoint(save_dir: str) -> Optional[str]:
+    """The file save_dir/last_checkpoint names (complete or not), or None when there is no pointer."""
     pointer = os.path.join(save_dir, LAST_CHECKPOINT)
     if not os.path.isfile(pointer):
         return None
-    with open(pointer, errors="replace") as file:
-        pointed = os.path.join(save_dir, file.read().strip())
+    with open(pointer, errors="replace") as file:  # a damaged pointer names a missing file, not a decode error
+        return os.path.join(save_dir, file.read().strip())
+
+
+def newest_complete_checkpoint(save_dir: str) -> Optional[str]:
+    """The checkpoint --resume would continue from: what last_checkpoint names if it is complete, else the newest
+    complete older one (each damaged one passed over is logged with why); None when there is none."""
+    pointed = pointed_checkpoint(save_dir)
+    if pointed is None:
+        return None
     chosen, damaged = newest_complete(save_dir, pointed)
     for path, reason in damaged:
         logger.warning("checkpoint %s is damaged: %s; %s", path, reason,
@@ -197,12 +204,7 @@ class Checkpointer:
 
     def get_checkpoint_file(self) -> Optional[str]:
         """The file last_checkpoint points to, or None when there is none."""
-        pointer = os.path.join(self.save_dir, LAST_CHECKPOINT)
-        if not os.path.isfile(pointer):
-            return None
-        with open(pointer) as file:
-            basename = file.read().strip()
-        return os.path.join(self.save_dir, basename)
+        return pointed_checkpoint(self.save_dir)
 
     def has_checkpoint(self) -> bool:
         """True when save_dir has a last_checkpoint pointer."""
