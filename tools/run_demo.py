@@ -12,7 +12,8 @@ on validation images (tools/demo.py), and the summary. --compare also trains the
 same schedule and reuses the pretrained runs of an earlier `make demo` when they are complete and newer than
 the data.
 
-Outputs: summary.json {cls_top1, cls_top1_grayscale, cls_top1_hue90, det_AP, det_AP50, det_voc07, seconds}
+Outputs: summary.json {cls_top1, cls_top1_grayscale, cls_top1_hue90, det_AP, det_AP50, det_voc07, seconds,
+det_per_class {class: {AP, VOC07 AP50}}, det_best {best_metric, best_value, best_iteration}}
 (--compare adds scratch_AP, scratch_AP50, scratch_seconds; `seconds` is always the time of the `make demo`
 stages), curves.png, vis/*.png, and one OUTPUT_DIR per run: cls/, det/, voc07/, scratch/.
 """
@@ -25,10 +26,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from textwrap import indent
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import resdet.data.datasets.toy as toy_generator
 from resdet.data.datasets import datasets_root
+from resdet.evaluation.evaluator import per_class_table
 from resdet.utils import cli
 from resdet.utils.plots import Panel, loss_names, metric_series, plot_panels, read_json_lines
 
@@ -195,7 +198,30 @@ def pretrained_summary(paths: Paths, seconds: float) -> Dict[str, float]:
         "det_AP50": read_result(results_path(paths.det), "bbox", "AP50"),
         "det_voc07": read_result(results_path(paths.voc07), "voc", "AP50_07"),
         "seconds": round(seconds, 1),
+        "det_per_class": per_class_results(paths),
+        "det_best": best_checkpoint(paths.det),
     }
+
+
+def per_class_results(paths: Paths) -> Dict[str, Dict[str, float]]:
+    """{class: {"AP": COCO AP on toy_coco_val, "VOC07 AP50": on toy_voc_test}} from the runs' results files."""
+    with open(results_path(paths.det)) as file:
+        coco = json.load(file)["bbox"]
+    with open(results_path(paths.voc07)) as file:
+        voc = json.load(file)["voc"]["per_class_07"]
+    names = [key[len("AP-"):] for key in coco if key.startswith("AP-")]
+    return {name: {"AP": coco[f"AP-{name}"], "VOC07 AP50": voc.get(name)} for name in names}
+
+
+def best_checkpoint(run_dir: str) -> Dict[str, float]:
+    """The metric, value and iteration TEST.BEST_METRIC recorded in run_dir/model_best.pth ({} without one)."""
+    import torch
+
+    path = os.path.join(run_dir, "model_best.pth")
+    if not os.path.isfile(path):
+        return {}
+    meta = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("meta", {})
+    return {key: meta[key] for key in ("best_metric", "best_value", "best_iteration") if key in meta}
 
 
 def reusable_summary(paths: Paths, toy_dir: str, seed: int) -> Optional[Dict[str, float]]:
@@ -207,7 +233,9 @@ def reusable_summary(paths: Paths, toy_dir: str, seed: int) -> Optional[Dict[str
         return None  # the data were rewritten after that run
     with open(paths.summary) as file:
         summary = json.load(file)
-    return {key: summary[key] for key in DEMO_KEYS} if all(key in summary for key in DEMO_KEYS) else None
+    if not all(key in summary for key in DEMO_KEYS):
+        return None
+    return {key: value for key, value in summary.items() if not key.startswith("scratch_")}
 
 
 def write_curves(paths: Paths, detectors: Dict[str, str]) -> None:
@@ -241,10 +269,17 @@ def print_table(timings: List[Tuple[str, float, str]], summary: Dict[str, float]
     files = [("the numbers", paths.summary), ("losses and AP over iterations", paths.curves),
              (f"{len(pictures(paths.vis))} validation images with detections", paths.vis),
              ("the runs (config.yaml, log.txt, metrics.json, model_final.pth, eval/)", f"{paths.out}/{{{runs}}}")]
+    best = summary.get("det_best") or {}
+    if best:
+        numbers.append((f"best {best['best_metric']} during training (model_best.pth)",
+                        f"{best['best_value']:.2f} at iteration {best['best_iteration']}"))
     width = max(len(name) for name, _ in stages + numbers + files)
     print(f"\nresdet demo finished in {sum(seconds for _, seconds, _ in timings):.0f} s")
     for section in (stages, numbers, files):
         print("\n".join(f"  {name:<{width}}  {value}" for name, value in section) + "\n", flush=True)
+    if summary.get("det_per_class"):
+        print(f"  per class: COCO AP on {COCO_VAL}, VOC07 AP50 on {VOC_TEST}\n"
+              + indent(per_class_table(summary["det_per_class"]), "  ") + "\n", flush=True)
 
 
 def demo_stages(paths: Paths, toy_dir: str, opts: Sequence[str]) -> List[Stage]:
@@ -256,7 +291,8 @@ def demo_stages(paths: Paths, toy_dir: str, opts: Sequence[str]) -> List[Stage]:
          lambda: fresh_run("train_cls.py", CLS_CONFIG, paths.cls, opts)),
         (f"Training the detector: Faster R-CNN R18-FPN on that backbone, COCO AP on {COCO_VAL}",
          lambda: fresh_run("train_det.py", DET_CONFIG, paths.det,
-                           [*opts, "MODEL.BACKBONE.WEIGHTS", classifier, "DATASETS.TEST", f"('{COCO_VAL}',)"])),
+                           [*opts, "MODEL.BACKBONE.WEIGHTS", classifier, "DATASETS.TEST", f"('{COCO_VAL}',)",
+                            "TEST.BEST_METRIC", "bbox/AP"])),
         (f"Evaluating the detector: VOC07 mAP on {VOC_TEST}",
          lambda: fresh_run("train_det.py", DET_CONFIG, paths.voc07,
                            ["--eval-only", *opts, "MODEL.WEIGHTS", detector, "DATASETS.TEST", f"('{VOC_TEST}',)"])),

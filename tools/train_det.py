@@ -18,24 +18,34 @@ from resdet.engine import comm, default_argument_parser, default_setup, launch_t
 from resdet.engine.train_loop import load_for_evaluation, run_training
 from resdet.evaluation.coco import COCOEvaluator
 from resdet.evaluation.coco_backends import coco_eval_backend
-from resdet.evaluation.evaluator import DatasetEvaluator, inference_on_dataset
+from resdet.evaluation.evaluator import DatasetEvaluator, DatasetEvaluators, inference_on_dataset
+from resdet.evaluation.proposals import ProposalEvaluator
 from resdet.evaluation.voc import VOCEvaluator
+from resdet.modeling.detector.tta import with_test_time_augmentation
 
 logger = logging.getLogger("resdet.train_det")
 EVALUATORS = {"coco": COCOEvaluator, "voc": VOCEvaluator}
 
 
 def build_evaluator(cfg, dataset_name: str, output_dir: str) -> DatasetEvaluator:
-    """The evaluator the dataset's metadata asks for (COCO AP or the VOC devkit's mAP)."""
+    """The evaluator the dataset's metadata asks for (COCO AP or the VOC devkit's mAP), with proposal recall when
+    TEST.EVAL_PROPOSALS."""
     kind = MetadataCatalog.get(dataset_name).get("evaluator_type")
     if kind not in EVALUATORS:
         raise ConfigError(f"DATASETS.TEST: {dataset_name!r} has evaluator type {kind!r}; expected coco or voc")
     options = {"backend": cfg.TEST.COCO_EVAL_BACKEND} if kind == "coco" else {}
-    return EVALUATORS[kind](dataset_name, output_dir, **options)
+    evaluator = EVALUATORS[kind](dataset_name, output_dir, **options)
+    if not cfg.TEST.EVAL_PROPOSALS:
+        return evaluator
+    return DatasetEvaluators([evaluator, ProposalEvaluator(dataset_name, output_dir, backend=cfg.TEST.COCO_EVAL_BACKEND)])
 
 
 def evaluate(cfg, model, test_loaders: Dict[str, object]) -> Dict[str, dict]:
-    """Detection metrics on each DATASETS.TEST dataset; the last one writes OUTPUT_DIR/eval/."""
+    """Detection metrics on each DATASETS.TEST dataset, under TEST.AUG when enabled; the last one writes
+    OUTPUT_DIR/eval/."""
+    detector = comm.unwrap_model(model)
+    detector.return_proposals = cfg.TEST.EVAL_PROPOSALS
+    model = with_test_time_augmentation(cfg, detector)
     results = {}
     for index, (name, loader) in enumerate(test_loaders.items()):
         last = index == len(test_loaders) - 1
@@ -66,6 +76,10 @@ def check_datasets(cfg, eval_only: bool, config_file: str) -> None:
     check_num_classes(cfg, names, config_file)
     if any(MetadataCatalog.get(name).get("evaluator_type") == "coco" for name in cfg.DATASETS.TEST):
         coco_eval_backend(cfg.TEST.COCO_EVAL_BACKEND)  # an unknown name or a missing package: now, not after training
+    without_json = [name for name in cfg.DATASETS.TEST if not MetadataCatalog.get(name).get("json_file")]
+    if cfg.TEST.EVAL_PROPOSALS and without_json:
+        raise ConfigError(f"{config_file or 'default config'}: TEST.EVAL_PROPOSALS needs COCO json ground truth, and "
+                          f"{', '.join(without_json)} has none (a VOC set?): evaluate proposals on a COCO-format set")
 
 
 def main(args) -> Dict[str, dict]:

@@ -105,6 +105,14 @@ def _save_hashed(path: str, data: Dict[str, Any]) -> str:
     return writers[-1].sha256.hexdigest()
 
 
+def write_checkpoint_file(path: str, data: Dict[str, Any]) -> None:
+    """torch.save(data) to `path` atomically, with its path.sha256 digest beside it (what --resume and --eval-only
+    check); the folder is created."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    digest = _save_hashed(path, data)
+    atomic_write(digest_path(path), lambda file: file.write(digest_line(digest, path)))
+
+
 def pointed_checkpoint(save_dir: str) -> Optional[str]:
     """The file save_dir/last_checkpoint names (complete or not), or None when there is no pointer."""
     pointer = os.path.join(save_dir, LAST_CHECKPOINT)
@@ -176,6 +184,16 @@ class Checkpointer:
         if comm.max_over_ranks(int(error is not None)):
             raise error or CheckpointWriteError(f"rank 0 could not write checkpoint {basename}: see its log")
         return os.path.join(self.save_dir, basename) if self.save_to_disk else None
+
+    def save_weights(self, name: str, **meta: Any) -> Optional[str]:
+        """Write save_dir/{name}.pth with the weights and `meta` (merged into the checkpointer's) only: a file to
+        evaluate or deploy, not to resume from. last_checkpoint is left alone. The main process writes; no collective,
+        so any rank may call it alone. Returns the path (None on other ranks)."""
+        if not self.save_to_disk:
+            return None
+        path = os.path.join(self.save_dir, f"{name}.pth")
+        write_checkpoint_file(path, {"model": self.model.state_dict(), META_KEY: {**(self.meta or {}), **meta}})
+        return path
 
     def _write(self, basename: str, data: Dict[str, Any]) -> Optional[CheckpointWriteError]:
         """Write the checkpoint, then the pointer; on failure the error to raise (after the ranks agree)."""

@@ -16,7 +16,7 @@ class CfgNode(_FvCfgNode):
         """Merge a YAML file (and its _BASE_ chain) into this config."""
         if not os.path.isfile(cfg_filename):
             raise ConfigError(f"config file not found: {cfg_filename}")
-        _check_document(cfg_filename)
+        _check_document(cfg_filename, self.VERSION)
         try:
             super().merge_from_file(cfg_filename, allow_unsafe=allow_unsafe)
         except ConfigError:
@@ -36,8 +36,9 @@ class CfgNode(_FvCfgNode):
             raise ConfigError(f"command-line override: {error_message(err)}") from None
 
 
-def _check_document(cfg_filename: str) -> None:
-    """Each file of a _BASE_ chain must be a YAML mapping whose _BASE_, if any, names a file; fvcore assumes so."""
+def _check_document(cfg_filename: str, version: int) -> None:
+    """Each file of a _BASE_ chain must be a YAML mapping whose _BASE_, if any, names a file (fvcore assumes so), and
+    whose VERSION, if any, is the config `version` resdet reads."""
     seen = set()
     while cfg_filename not in seen:
         seen.add(cfg_filename)
@@ -52,6 +53,9 @@ def _check_document(cfg_filename: str) -> None:
             return  # an empty file changes nothing
         if not isinstance(document, dict):
             raise ConfigError(f"{cfg_filename}: expected a mapping of config keys, got {type(document).__name__}")
+        if document.get("VERSION", version) != version:
+            raise ConfigError(f"{cfg_filename}: VERSION is {document['VERSION']!r}, and resdet reads config version "
+                              f"{version}: a config of another version (or another toolkit) has other keys")
         if "_BASE_" not in document:
             return
         base = document["_BASE_"]

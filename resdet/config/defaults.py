@@ -181,11 +181,22 @@ _C.TEST.SCALES = (224, 256, 384, 480, 640)  # shorter sides averaged by fully_co
 # classification accuracy also measured on changed copies of the test images, reported as top1_<name>: "grayscale"
 # (colour removed) and "hue<degrees>" (every hue rotated, e.g. "hue90"): does the model see shape or colour?
 _C.TEST.CLS_COLOUR_TESTS = ()
+# detection: also evaluate the RPN's proposals as COCO average recall (AR@100, AR@1000, by size) on COCO-json sets
+_C.TEST.EVAL_PROPOSALS = False
+# keep OUTPUT_DIR/model_best.pth: the weights of the evaluation with the best value of this metric, as the tools name
+# it in results and metrics ("bbox/AP50", "bbox/AP", "voc/AP50_07", "top1"); "" keeps none
+_C.TEST.BEST_METRIC = ""
+_C.TEST.BEST_METRIC_MODE = "max"  # "max": higher is better (AP, accuracy); "min": lower is (an error, a loss)
 _C.TEST.AUG = CN()
-_C.TEST.AUG.ENABLED = False  # detection test-time augmentation: several sizes and flip
+# Detection test-time augmentation (resdet/modeling/detector/tta.py), in every evaluation and the Predictor: the image
+# at each shorter side of MIN_SIZES (longer side at most MAX_SIZE) and, with FLIP, mirrored too; the detections of
+# all passes merged per class by "nms" or "vote" (NMS, then each kept box the score-weighted mean of its cluster; on
+# the toy detector 2 AP above "nms": README, "Test-time augmentation")
+_C.TEST.AUG.ENABLED = False
 _C.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800)
 _C.TEST.AUG.MAX_SIZE = 2000
 _C.TEST.AUG.FLIP = True
+_C.TEST.AUG.MERGE = "vote"
 
 # ---------------------------------------------------------------- several processes
 _C.DIST = CN()

@@ -22,6 +22,10 @@ MODEL_RULES: List[Rule] = [
     ("DIST.TIMEOUT", lambda v: _finite(v) and v > 0, "a positive number of seconds"),
     # resdet.evaluation.coco_backends.COCO_EVAL_BACKENDS; whether the package is installed is checked there
     ("TEST.COCO_EVAL_BACKEND", lambda v: v in ("pycocotools", "faster_coco_eval"), "pycocotools or faster_coco_eval"),
+    ("TEST.AUG.MIN_SIZES", lambda v: len(v) > 0 and all(isinstance(s, int) and s > 0 for s in v),
+     "one or more positive integers (shorter sides in pixels)"),
+    ("TEST.AUG.MAX_SIZE", lambda v: isinstance(v, int) and v > 0, "a positive integer (longer side in pixels)"),
+    ("TEST.AUG.MERGE", lambda v: v in ("nms", "vote"), "nms or vote"),  # resdet.modeling.detector.tta.MERGE_METHODS
 ]
 # Checked for training only: evaluation and inference never read them.
 TRAINING_RULES: List[Rule] = [
@@ -34,6 +38,7 @@ TRAINING_RULES: List[Rule] = [
     ("SOLVER.WEIGHT_DECAY", lambda v: _finite(v) and v >= 0, "a number >= 0"),
     ("SOLVER.CHECKPOINT_PERIOD", lambda v: v >= 0, "0 or more iterations"),
     ("TEST.EVAL_PERIOD", lambda v: v >= 0, "0 (evaluate at the end only) or more iterations"),
+    ("TEST.BEST_METRIC_MODE", lambda v: v in ("max", "min"), "max (higher is better) or min"),
 ]
 
 

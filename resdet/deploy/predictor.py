@@ -18,6 +18,7 @@ from ..data.mappers import ClassificationTestMapper, to_chw_tensor
 from ..data.transforms import convert_format
 from ..evaluation.classification import predict_scores
 from ..modeling import build_model
+from ..modeling.detector.tta import with_test_time_augmentation
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ class Predictor:
         overrides = [item for key, value in (("MODEL.WEIGHTS", weights), ("MODEL.DEVICE", device))
                      if value is not None for item in (key, value)]
         self.cfg = inference_config(config, overrides)
-        self.model, meta = build_inference_model(self.cfg)
+        model, meta = build_inference_model(self.cfg)
+        self.model = with_test_time_augmentation(self.cfg, model)  # TEST.AUG.ENABLED: a detector at several sizes
         self.class_names = resolve_class_names(self.cfg, meta)
         self.device = next(self.model.parameters()).device
         self.amp = amp

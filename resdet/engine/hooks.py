@@ -110,30 +110,34 @@ class PeriodicCheckpointer(HookBase):
 class EvalHook(HookBase):
     """Runs eval_fn() every `period` iterations (0: never) and once after the last iteration.
 
-    eval_fn returns {metric: value}; the values go to the metrics as `eval/<metric>`.
+    eval_fn returns {metric: value}; the values go to the metrics as `eval/<metric>`, and to `best`
+    (TEST.BEST_METRIC's BestCheckpointer) when given.
     """
 
-    def __init__(self, period: int, eval_fn: Callable[[], Dict[str, float]]):
+    def __init__(self, period: int, eval_fn: Callable[[], Dict[str, float]], best=None):
         self.period = period
         self.eval_fn = eval_fn
+        self.best = best
 
-    def _evaluate(self) -> None:
+    def _evaluate(self, done: int) -> None:
         # Evaluation must not consume the training's random streams: a resumed run did not evaluate here.
         with preserved_rng_state():
             results = self.eval_fn()
         for name, value in results.items():
             self.trainer.storage.put_scalar(f"eval/{name}", value, smoothing=False)
+        if self.best is not None:
+            self.best.update(results, done)
         # The next training step must not start on one rank while another still evaluates.
         comm.synchronize()
 
     def after_step(self) -> None:
         done = self.trainer.iter + 1
         if self.period > 0 and done % self.period == 0 and done < self.trainer.max_iter:
-            self._evaluate()
+            self._evaluate(done)
 
     def after_train(self) -> None:
         if self.trainer.iter >= self.trainer.max_iter:
-            self._evaluate()
+            self._evaluate(self.trainer.iter)
 
 
 class PeriodicWriter(HookBase):
@@ -161,12 +165,13 @@ class PeriodicWriter(HookBase):
 
 def default_hooks(scheduler, checkpointer, checkpoint_period: int, eval_period: int,
                   eval_fn: Optional[Callable[[], Dict[str, float]]], writers: Optional[List],
-                  checkpoint_keep: int = 0) -> List[HookBase]:
-    """Timer, lr schedule, checkpoints, evaluation and writers in the order they must run."""
+                  checkpoint_keep: int = 0, best=None) -> List[HookBase]:
+    """Timer, lr schedule, checkpoints, evaluation (with `best`, a BestCheckpointer) and writers in the order they
+    must run."""
     hooks = [IterationTimer(), LRScheduler(scheduler),
              PeriodicCheckpointer(checkpointer, checkpoint_period, checkpoint_keep)]
     if eval_fn is not None:
-        hooks.append(EvalHook(eval_period, eval_fn))
+        hooks.append(EvalHook(eval_period, eval_fn, best))
     if writers:
         hooks.append(PeriodicWriter(writers))
     return hooks

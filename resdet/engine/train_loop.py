@@ -11,6 +11,7 @@ from ..config import ConfigError
 from ..solver import build_lr_scheduler, build_optimizer
 from ..utils.events import default_writers
 from . import comm
+from .best_checkpoint import BestCheckpointer
 from .hooks import default_hooks
 from .rng import RNGStates
 from .signals import StopRequest, TrainingInterrupted, signal_name
@@ -73,8 +74,13 @@ def run_training(cfg, resume: bool, model: nn.Module, train_loader: Iterable, lo
     start_iter = checkpointer.resume_or_load("", resume=resume).get("iteration", 0)
     writers = default_writers(cfg.OUTPUT_DIR, cfg.SOLVER.MAX_ITER, start_iter) if comm.is_main_process() else None
     eval_fn = (lambda: evaluate(model)) if evaluate is not None else None
+    if cfg.TEST.BEST_METRIC and eval_fn is None:
+        raise ConfigError(f"TEST.BEST_METRIC is {cfg.TEST.BEST_METRIC!r} but DATASETS.TEST is empty: nothing is "
+                          "evaluated to pick the best model from")
+    best = BestCheckpointer(checkpointer, cfg.TEST.BEST_METRIC, cfg.TEST.BEST_METRIC_MODE,
+                            resume) if cfg.TEST.BEST_METRIC else None
     trainer.register_hooks(default_hooks(scheduler, checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
-                                         cfg.TEST.EVAL_PERIOD, eval_fn, writers, keep))
+                                         cfg.TEST.EVAL_PERIOD, eval_fn, writers, keep, best))
     rng_states.restore()
     from ..data.skip_corrupt import log_skipped_images  # here: resdet.data imports resdet.engine
 

@@ -5,12 +5,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from tabulate import tabulate
 from torchvision.ops import box_convert
 
 from ..engine import comm
 from .coco_backends import coco_eval_backend
-from .evaluator import DatasetEvaluator, gather_on_main, save_results, write_json
+from .evaluator import DatasetEvaluator, gather_on_main, per_class_table, save_results, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ class COCOEvaluator(DatasetEvaluator):
         self.output_dir = output_dir
         self.distributed = distributed
         if json_file is None:
-            json_file, category_ids = _metadata_json_and_ids(dataset_name, category_ids)
+            json_file, category_ids = metadata_json_and_ids(dataset_name, category_ids)
         if not os.path.isfile(json_file):
             raise FileNotFoundError(f"COCOEvaluator({dataset_name!r}): annotation file not found: {json_file}")
         self.json_file = json_file
@@ -94,14 +93,17 @@ class COCOEvaluator(DatasetEvaluator):
         return results
 
     def _coco_box_ap(self, detections: List[dict], image_ids: List) -> Dict[str, float]:
-        """COCOeval "bbox" on the processed images; metrics in %, NaN where no ground truth qualifies."""
+        """COCOeval "bbox" on the processed images; metrics in %, NaN where no ground truth qualifies, with the AP
+        of each category as "AP-<name>"."""
         coco_eval, summary_lines = self.backend.evaluate_boxes(self.coco_gt, detections, image_ids)
         logger.info("COCO box evaluation (%s) of %r on %d images:\n%s", self.backend.name, self.dataset_name,
                     len(image_ids), "\n".join(summary_lines))
         # COCOeval writes -1 where an area range has no ground truth
         metrics = {name: float(stat * 100) if stat >= 0 else float("nan")
                    for name, stat in zip(METRIC_NAMES, coco_eval.stats)}
-        logger.info("Per-category box AP of %r:\n%s", self.dataset_name, per_category_table(coco_eval))
+        per_category = per_category_metrics(coco_eval, image_ids)
+        logger.info("Per-category box AP of %r:\n%s", self.dataset_name, per_class_table(per_category))
+        metrics.update({f"AP-{name}": values["AP"] for name, values in per_category.items()})
         return metrics
 
 
@@ -111,27 +113,35 @@ def coco_results(predictions: List[Tuple[Any, np.ndarray]]) -> List[dict]:
             for image_id, detections in predictions for row in detections.tolist()]
 
 
-def per_category_ap(coco_eval: Any) -> Dict[str, float]:
-    """AP in % of each category (IoU 0.5:0.95, all areas, 100 detections) of either backend's accumulated COCOeval;
-    NaN without ground truth."""
+def per_category_metrics(coco_eval: Any, image_ids: Sequence) -> Dict[str, Dict[str, float]]:
+    """{name: {"AP", "AP50", "gt_boxes"}} of each category of either backend's accumulated COCOeval: AP (IoU
+    0.5:0.95) and AP50 in %, all areas, 100 detections, NaN without ground truth; gt_boxes counts the category's
+    non-crowd boxes in `image_ids`."""
     precision = coco_eval.eval["precision"]  # (IoU thresholds, recall points, categories, areas, max dets)
+    cat_ids = list(coco_eval.params.catIds)
+    names = [category["name"] for category in coco_eval.cocoGt.loadCats(cat_ids)]
+    iou_50 = int(np.argmin(np.abs(np.asarray(coco_eval.params.iouThrs) - 0.5)))
+    metrics = {}
+    for index, (name, cat_id) in enumerate(zip(names, cat_ids)):
+        boxes = coco_eval.cocoGt.getAnnIds(imgIds=list(image_ids), catIds=[cat_id], iscrowd=False)
+        metrics[name] = {"AP": _mean_percent(precision[:, :, index, 0, -1]),
+                         "AP50": _mean_percent(precision[iou_50, :, index, 0, -1]), "gt_boxes": len(boxes)}
+    return metrics
+
+
+def _mean_percent(values: np.ndarray) -> float:
+    values = values[values > -1]
+    return float(values.mean() * 100) if values.size else float("nan")
+
+
+def per_category_ap(coco_eval: Any) -> Dict[str, float]:
+    """AP in % of each category (IoU 0.5:0.95, all areas, 100 detections); NaN without ground truth."""
+    precision = coco_eval.eval["precision"]
     names = [category["name"] for category in coco_eval.cocoGt.loadCats(coco_eval.params.catIds)]
-    aps = {}
-    for index, name in enumerate(names):
-        values = precision[:, :, index, 0, -1]
-        values = values[values > -1]
-        aps[name] = float(values.mean() * 100) if values.size else float("nan")
-    return aps
+    return {name: _mean_percent(precision[:, :, index, 0, -1]) for index, name in enumerate(names)}
 
 
-def per_category_table(coco_eval: Any, columns: int = 3) -> str:
-    """`per_category_ap` as a text table with `columns` category/AP pairs per row."""
-    flat = [cell for name, ap in per_category_ap(coco_eval).items() for cell in (name, f"{ap:.2f}")]
-    rows = [flat[start:start + 2 * columns] for start in range(0, len(flat), 2 * columns)]
-    return tabulate(rows, headers=["category", "AP"] * columns, tablefmt="pipe", disable_numparse=True)
-
-
-def _metadata_json_and_ids(dataset_name: str, category_ids: Optional[Sequence[int]]):
+def metadata_json_and_ids(dataset_name: str, category_ids: Optional[Sequence[int]]):
     """The annotation json and the contiguous -> category id mapping of a catalogued dataset."""
     from ..data import MetadataCatalog
 

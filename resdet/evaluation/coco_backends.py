@@ -55,6 +55,22 @@ class CocoBackend:
             coco_eval = _run_cocoeval(self.cocoeval(coco_gt, coco_dt, "bbox", print_function=collect), image_ids)
         return coco_eval, [line for line in lines if line.lstrip().startswith("Average")]
 
+    def evaluate_recall(self, coco_gt: Any, detections: List[dict], image_ids: Sequence,
+                        max_dets: Sequence[int]) -> Any:
+        """COCOeval "bbox" of class-less `detections` (useCats=0: every box may match every ground-truth box) on
+        `image_ids`, evaluated and accumulated at each of `max_dets`: the evaluator, whose .eval["recall"] is
+        (IoU thresholds, 1, area ranges, len(max_dets)), -1 where no ground truth qualifies."""
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            kwargs = {"print_function": lambda *parts: None} if self.name == "faster_coco_eval" else {}
+            coco_eval = self.cocoeval(coco_gt, coco_gt.loadRes(detections), "bbox", **kwargs)
+            coco_eval.params.imgIds = list(image_ids)
+            coco_eval.params.useCats = 0
+            coco_eval.params.maxDets = list(max_dets)
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+        return coco_eval
+
 
 def _run_cocoeval(coco_eval: Any, image_ids: Sequence) -> Any:
     coco_eval.params.imgIds = list(image_ids)

@@ -7,6 +7,7 @@ import time
 from typing import Any, Dict, List
 
 import torch
+from tabulate import tabulate
 from torch import nn
 
 from ..engine import comm
@@ -29,6 +30,30 @@ class DatasetEvaluator:
     def evaluate(self) -> Dict[str, Any]:
         """Metrics over everything processed; on other ranks than 0 of a distributed run, {}."""
         raise NotImplementedError
+
+
+class DatasetEvaluators(DatasetEvaluator):
+    """Several evaluators fed the same batches; their metrics merged (each under its own top-level keys)."""
+
+    def __init__(self, evaluators: List[DatasetEvaluator]):
+        self.evaluators = list(evaluators)
+
+    def reset(self) -> None:
+        for evaluator in self.evaluators:
+            evaluator.reset()
+
+    def process(self, inputs: List[dict], outputs: List[dict]) -> None:
+        for evaluator in self.evaluators:
+            evaluator.process(inputs, outputs)
+
+    def evaluate(self) -> Dict[str, Any]:
+        results: Dict[str, Any] = {}
+        for evaluator in self.evaluators:
+            for key, value in (evaluator.evaluate() or {}).items():
+                if key in results:
+                    raise KeyError(f"DatasetEvaluators: two evaluators report {key!r}")
+                results[key] = value
+        return results
 
 
 def gather_on_main(items: List[Any], distributed: bool = True) -> List[Any]:
@@ -73,6 +98,15 @@ def save_results(output_dir: str, results: Dict[str, Any]) -> str:
     merged.update(results)
     write_json(path, merged)
     return path
+
+
+def per_class_table(per_class: Dict[str, Dict[str, float]]) -> str:
+    """{class: {metric: value}} as a text table, a row per class and a column per metric (numbers in %, counts as
+    integers), for the logs and the demo's summary."""
+    columns = list(next(iter(per_class.values()), {}))
+    rows = [[name, *(f"{v:.2f}" if isinstance(v, float) else v for v in values.values())]
+            for name, values in per_class.items()]
+    return tabulate(rows, headers=["class", *columns], tablefmt="pipe", disable_numparse=True)
 
 
 def inference_on_dataset(model: nn.Module, data_loader, evaluator: DatasetEvaluator) -> Dict[str, Any]:

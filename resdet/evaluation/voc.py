@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..engine import comm
-from .evaluator import DatasetEvaluator, gather_on_main, save_results, write_json
+from .evaluator import DatasetEvaluator, gather_on_main, per_class_table, save_results, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -179,9 +179,11 @@ class VOCEvaluator(DatasetEvaluator):
                            self.dataset_name, ", ".join(missing))
         results = {"voc": {"AP50_07": _mean(per_class_07), "AP50_12": _mean(per_class_12),
                            "per_class_07": per_class_07, "per_class_12": per_class_12}}
-        logger.info("VOC mAP@0.5 of %r: %.2f (2007 11-point), %.2f (area)\n%s", self.dataset_name,
-                    results["voc"]["AP50_07"], results["voc"]["AP50_12"],
-                    "\n".join(f"  {name:>15s}: {ap:6.2f}" for name, ap in per_class_07.items()))
+        table = {name: {"AP50 (07)": per_class_07[name], "AP50 (area)": per_class_12[name],
+                        "gt_boxes": sum(int((~difficult).sum()) for _, difficult in ground_truth[label].values())}
+                 for label, name in enumerate(self.thing_classes)}
+        logger.info("VOC mAP@0.5 of %r: %.2f (2007 11-point), %.2f (area); per class (non-difficult boxes):\n%s",
+                    self.dataset_name, results["voc"]["AP50_07"], results["voc"]["AP50_12"], per_class_table(table))
         if self.output_dir:
             save_results(self.output_dir, results)
         return results

@@ -63,6 +63,23 @@ def test_detector_outputs_are_the_models(detector, tmp_path):
     assert isinstance(batch, list) and len(batch) == 2 and all(set(out) == set(output) for out in batch)
 
 
+def test_test_time_augmentation_outputs_are_the_wrappers(detector):
+    """TEST.AUG.ENABLED: the Predictor's detections are DetectorWithTTA's on the same input."""
+    from resdet.modeling.detector.tta import DetectorWithTTA
+
+    cfg, model, root = detector
+    aug = ["TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(48, 80)", "TEST.AUG.MAX_SIZE", "200"]
+    predictor = resdet.Predictor(setup_cfg(TOY_DET, SMALL_DET + aug), weights=str(root / "model_final.pth"))
+    bgr = image(2, 70, 90)
+    output = predictor(bgr)
+    with torch.no_grad():
+        expected = DetectorWithTTA(model, [48, 80], 200, True, cfg.TEST.AUG.MERGE, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
+                                   cfg.MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE)([{"image": as_input(bgr, cfg.INPUT.FORMAT)}])
+    for key in ("boxes", "scores", "labels"):
+        np.testing.assert_array_equal(output[key], expected[0][key].numpy())
+    assert len(output["boxes"]) > 0
+
+
 def test_old_checkpoint_takes_the_config_datasets_names(detector, caplog):
     cfg, _, root = detector
     with caplog.at_level(logging.WARNING):

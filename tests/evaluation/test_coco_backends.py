@@ -67,8 +67,8 @@ def _evaluate(backend: str, json_file: str, dataset: dict, results: list) -> dic
 
 def _assert_equal_metrics(reference: dict, other: dict) -> None:
     assert set(reference) == set(other) == {"bbox"} and set(reference["bbox"]) == set(other["bbox"])
-    assert list(reference["bbox"]) == list(METRIC_NAMES)
-    for name in METRIC_NAMES:
+    assert list(reference["bbox"])[:len(METRIC_NAMES)] == list(METRIC_NAMES)
+    for name in reference["bbox"]:  # the six COCO metrics, then AP-<class> of each category
         expected, actual = reference["bbox"][name], other["bbox"][name]
         if math.isnan(expected):  # no ground truth in that area range, for both
             assert math.isnan(actual), name
@@ -150,6 +150,33 @@ def test_per_category_ap_and_summary_agree():
     assert list(per_category["pycocotools"]) == list(per_category["faster_coco_eval"])
     np.testing.assert_allclose(list(per_category["faster_coco_eval"].values()),
                                list(per_category["pycocotools"].values()), atol=TOLERANCE)
+
+
+def test_per_class_ap_ap50_and_box_counts_equal_pycocotools_per_category(tmp_path, caplog):
+    """bbox/AP-<class> and the logged table's AP, AP50 and box count, against COCOeval restricted to each category
+    and the json's annotations counted directly."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    dataset = _synthetic_dataset(seed=6)
+    results = _detections_from_ground_truth(dataset, seed=7)
+    json_file = str(tmp_path / "synthetic.json")
+    with open(json_file, "w") as f:
+        json.dump(dataset, f)
+    with caplog.at_level("INFO", logger="resdet.evaluation.coco"):
+        metrics = _evaluate("pycocotools", json_file, dataset, results)["bbox"]
+    table = next(record.getMessage() for record in caplog.records if "Per-category" in record.getMessage())
+    rows = {cells[0]: cells[1:] for line in table.splitlines()[3:]
+            for cells in [[cell.strip() for cell in line.strip("|").split("|")]]}
+    gt = COCO(json_file)
+    for category in dataset["categories"]:
+        evaluation = COCOeval(gt, gt.loadRes([dict(r) for r in results]), "bbox")
+        evaluation.params.catIds = [category["id"]]
+        evaluation.evaluate(), evaluation.accumulate(), evaluation.summarize()
+        assert metrics[f"AP-{category['name']}"] == pytest.approx(100 * evaluation.stats[0], abs=TOLERANCE)
+        boxes = sum(1 for a in dataset["annotations"] if a["category_id"] == category["id"] and not a["iscrowd"])
+        expected = [f"{100 * evaluation.stats[0]:.2f}", f"{100 * evaluation.stats[1]:.2f}", str(boxes)]
+        assert rows[category["name"]] == expected, table
 
 
 def test_unknown_backend_names_the_key(tmp_path):

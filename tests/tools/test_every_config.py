@@ -342,13 +342,24 @@ def test_skip_corrupt_with_spawned_workers(small_toy, cache_dir, tmp_path, monke
 CLI_RUNS = {
     "configs/toy_cls_r18.yaml": "train_cls: colour tests (the hue shift was once a lambda), 3 test loaders per rank",
 }
+# Features beyond a config's own keys, exercised in two processes where they apply: the best checkpoint (both tools),
+# detection test-time augmentation and proposal recall (COCO-format detection)
+FEATURES = {
+    "configs/toy_cls_r18.yaml": ["TEST.BEST_METRIC", "top1"],
+    "configs/toy_frcnn_r18_fpn.yaml": ["TEST.BEST_METRIC", "bbox/AP50", "TEST.AUG.ENABLED", "True",
+                                       "TEST.AUG.MIN_SIZES", "(48, 64)", "TEST.AUG.MAX_SIZE", "96",
+                                       "TEST.EVAL_PROPOSALS", "True"],
+}
+
+
 def tool_of(config: str) -> str:
     return "train_det" if is_detector(file_config(config)) else "train_cls"
 
 
 def run_argv(config: str, root: str, output_dir: str, workers: List[str]) -> List[str]:
     """A tool's command line for `config`: tiny sizes, the loader `workers` options, its own OUTPUT_DIR."""
-    return ["--config", config, *config_overrides(config, root), *workers, "OUTPUT_DIR", output_dir]
+    return ["--config", config, *config_overrides(config, root), *workers, *FEATURES.get(config, []),
+            "OUTPUT_DIR", output_dir]
 
 
 def run_env(root: str, cache: str) -> Dict[str, str]:
@@ -380,8 +391,26 @@ def check_trained_and_evaluated(config: str, output_dir: str, workers: List[str]
     elif config_format(config) == "VOC":
         assert set(results) == {"voc"} and 0 <= results["voc"]["AP50_07"] <= 100, (config, results)
     else:
-        assert set(results) == {"bbox"} and set(results["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}, \
-            (config, results)
+        # the six COCO metrics and one AP-<class> per category (None where a category has no box in the small set)
+        names = set(results["bbox"]) - {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+        assert len(results["bbox"]) - len(names) == 6 and names, (config, results)
+        assert all(name.startswith("AP-") and (value is None or 0 <= value <= 100)
+                   for name, value in results["bbox"].items() if name in names), (config, results)
+    check_features(config, output_dir, results)
+
+
+def check_features(config: str, output_dir: str, results: dict) -> None:
+    """What FEATURES asked for: model_best.pth with its metric in the meta, proposal recall, and TTA in the log."""
+    opts = dict(zip(FEATURES.get(config, [])[0::2], FEATURES.get(config, [])[1::2]))
+    if "TEST.BEST_METRIC" in opts:
+        meta = torch.load(os.path.join(output_dir, "model_best.pth"), weights_only=True)["meta"]
+        section, _, name = opts["TEST.BEST_METRIC"].rpartition("/")
+        assert meta["best_metric"] == opts["TEST.BEST_METRIC"] and meta["best_iteration"] == 2, (config, meta)
+        assert meta["best_value"] == pytest.approx((results[section] if section else results)[name]), (config, meta)
+    if opts.get("TEST.EVAL_PROPOSALS") == "True":
+        recall = results["box_proposals"]
+        assert set(recall) == {f"AR{s}@{n}" for n in (100, 1000) for s in ("", "s", "m", "l")}, (config, recall)
+        assert 0 <= recall["AR@100"] <= recall["AR@1000"] <= 100, (config, recall)
 
 
 @pytest.mark.parametrize("config", sorted(CLI_RUNS))

@@ -12,6 +12,8 @@ import matplotlib.image
 import pytest
 import yaml
 
+from resdet.data.datasets import TOY_CLASSES
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VAL_IMAGES = 8
 QUICK = ["SOLVER.MAX_ITER", "4", "SOLVER.STEPS", "(3,)", "SOLVER.WARMUP_ITERS", "1", "SOLVER.IMS_PER_BATCH", "2",
@@ -90,8 +92,15 @@ def demo_output(small_datasets, tmp_path_factory):
 
 def test_demo_writes_summary_pictures_and_curves(demo_output):
     summary = json.loads((demo_output / "summary.json").read_text())
-    assert set(summary) == DEMO_KEYS
-    assert all(isinstance(value, float) for value in summary.values())
+    assert set(summary) == DEMO_KEYS | {"det_per_class", "det_best"}
+    assert all(isinstance(summary[key], float) for key in DEMO_KEYS)
+    # the per-class table: each toy class's COCO AP (results.json) and VOC07 AP50, and the best checkpoint's record
+    results = json.loads((demo_output / "det" / "eval" / "results.json").read_text())["bbox"]
+    assert sorted(summary["det_per_class"]) == sorted(TOY_CLASSES)
+    for name, row in summary["det_per_class"].items():
+        assert row["AP"] == results[f"AP-{name}"] and set(row) == {"AP", "VOC07 AP50"}
+    # one evaluation, at the end (after 4 iterations, as model_final.pth counts them): it is the best
+    assert summary["det_best"] == {"best_metric": "bbox/AP", "best_value": summary["det_AP"], "best_iteration": 4}
     assert 0 <= summary["cls_top1"] <= 100 and 0 <= summary["det_AP50"] <= 100 and summary["seconds"] > 0
     assert len(list((demo_output / "vis").glob("*.png"))) >= 8
     image = matplotlib.image.imread(str(demo_output / "curves.png"))
@@ -114,8 +123,8 @@ def test_compare_adds_scratch_and_reuses_pretrained_run(demo_output, small_datas
     assert [model.stat().st_mtime_ns for model in models] == times
     assert (output / "curves.png").stat().st_mtime_ns > curves_time  # redrawn with the scratch curves
     summary = json.loads((output / "summary.json").read_text())
-    assert set(summary) == DEMO_KEYS | {"scratch_AP", "scratch_AP50", "scratch_seconds"}
-    assert {key: summary[key] for key in DEMO_KEYS} == before
+    assert set(summary) == DEMO_KEYS | {"det_per_class", "det_best", "scratch_AP", "scratch_AP50", "scratch_seconds"}
+    assert {key: summary[key] for key in before} == before
     assert isinstance(summary["scratch_AP"], float) and isinstance(summary["scratch_AP50"], float)
     config = yaml.safe_load((output / "scratch" / "config.yaml").read_text())
     assert config["MODEL"]["BACKBONE"]["WEIGHTS"] == "" and config["SOLVER"]["MAX_ITER"] == 4

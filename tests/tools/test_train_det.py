@@ -12,6 +12,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from resdet.data.datasets import TOY_CLASSES
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = "configs/toy_frcnn_r18_fpn.yaml"
 # Small and fast: 2 images per batch at 96 px, few proposals; the pipeline is the real one.
@@ -52,8 +54,11 @@ def test_train_then_resume(trained):
 
 
 def test_eval_only_coco_matches_pycocotools(trained, toy_datasets):
-    check(run_tool("train_det.py", ["--eval-only", "--config", CONFIG, *FAST, "OUTPUT_DIR", trained], toy_datasets))
-    results = json.load(open(os.path.join(trained, "eval", "results.json")))["bbox"]
+    check(run_tool("train_det.py", ["--eval-only", "--config", CONFIG, *FAST, "OUTPUT_DIR", trained,
+                                    "TEST.EVAL_PROPOSALS", "True"], toy_datasets))
+    everything = json.load(open(os.path.join(trained, "eval", "results.json")))
+    results = everything["bbox"]
+    assert {f"AP-{name}" for name in TOY_CLASSES} <= set(results)
     detections = json.load(open(os.path.join(trained, "eval", "coco_instances_results.json")))
     assert detections and {"image_id", "category_id", "bbox", "score"} <= set(detections[0])
     gt = COCO(os.path.join(str(toy_datasets), "toy", "coco", "annotations", "instances_val.json"))
@@ -61,6 +66,13 @@ def test_eval_only_coco_matches_pycocotools(trained, toy_datasets):
     evaluation.evaluate(), evaluation.accumulate(), evaluation.summarize()
     assert results["AP"] == pytest.approx(100 * evaluation.stats[0], abs=0.01)
     assert results["AP50"] == pytest.approx(100 * evaluation.stats[1], abs=0.01)
+    # proposal recall: pycocotools on the written proposals as class-less detections
+    proposals = json.load(open(os.path.join(trained, "eval", "box_proposals.json")))
+    recall = COCOeval(gt, gt.loadRes(proposals), "bbox")
+    recall.params.useCats, recall.params.maxDets = 0, [1, 10, 1000]
+    recall.evaluate(), recall.accumulate(), recall.summarize()
+    assert everything["box_proposals"]["AR@1000"] == pytest.approx(100 * recall.stats[8], abs=0.01)
+    assert everything["box_proposals"]["ARs@1000"] == pytest.approx(100 * recall.stats[9], abs=0.01)
 
 
 def devkit_ap(gt, detections, use_07: bool) -> float:

@@ -4,9 +4,10 @@ Input: a list of dicts {"image": (3, H, W) 0-255 in INPUT.FORMAT, "height", "wid
 "labels" (K,) in training). In training the data loader has already resized the images and their boxes, so
 images are used at their given size and never resized here. In eval each image is resized by
 min(MIN_SIZE_TEST / short side, MAX_SIZE_TEST / long side) (bilinear) and the detections are mapped back to
-"height" x "width" (the image's own size where absent).
+"height" x "width" (the image's own size where absent). With `return_proposals` set, each eval output also holds
+the RPN's "proposals" (P, 4) and their "objectness" (P,), mapped back the same way (TEST.EVAL_PROPOSALS).
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from .. import weight_cache
 from ..backbone import Backbone, build_backbone
 from ..meta_arch import META_ARCH_REGISTRY
+from .boxes import Proposals
 from .roi_heads import ROIHeads, build_roi_heads
 from .rpn import RPN
 
@@ -38,6 +40,7 @@ class FasterRCNN(weight_cache.ForgetsOnModeSwitch):
         self.roi_heads = roi_heads
         self.min_size_test = min_size_test
         self.max_size_test = max_size_test
+        self.return_proposals = False  # eval outputs also carry the RPN's proposals (proposal recall)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         # channels_last weights, and activations (_pad): faster convolutions forward and backward (R50-FPN's training
@@ -55,28 +58,43 @@ class FasterRCNN(weight_cache.ForgetsOnModeSwitch):
 
     def forward(self, batch: List[dict]):
         """Training: {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg"}. Eval: one dict per image."""
+        if not self.training:
+            return self.inference(batch)
         images, image_sizes = self.preprocess(batch)
         features = self.backbone(images)
-        gt_boxes, gt_labels = self._targets(batch) if self.training else (None, None)
+        gt_boxes, gt_labels = self._targets(batch)
         proposals, proposal_losses = self.proposal_generator(features, tuple(images.shape[-2:]), image_sizes, gt_boxes)
-        detections, detector_losses = self.roi_heads(features, proposals, image_sizes, gt_boxes, gt_labels)
-        if self.training:
-            return {**proposal_losses, **detector_losses}
+        _, detector_losses = self.roi_heads(features, proposals, image_sizes, gt_boxes, gt_labels)
+        return {**proposal_losses, **detector_losses}
+
+    def inference(self, batch: List[dict], min_size: Optional[int] = None,
+                  max_size: Optional[int] = None) -> List[Dict[str, torch.Tensor]]:
+        """Eval detections, one dict per image in its "height" x "width" pixels, with each image resized as
+        `resize_for_test(image, min_size, max_size)` (default: INPUT.MIN_SIZE_TEST, INPUT.MAX_SIZE_TEST)."""
+        sizes = (self.min_size_test if min_size is None else min_size,
+                 self.max_size_test if max_size is None else max_size)
+        images, image_sizes = self.preprocess(batch, sizes)
+        features = self.backbone(images)
+        proposals, _ = self.proposal_generator(features, tuple(images.shape[-2:]), image_sizes, None)
+        detections, _ = self.roi_heads(features, proposals, image_sizes)
+        if self.return_proposals:
+            detections = [{**detection, **image_proposals}
+                          for detection, image_proposals in zip(detections, _per_image(proposals, len(batch)))]
         return self.postprocess(detections, batch, image_sizes)
 
-    def preprocess(self, batch: List[dict]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Normalised (B, 3, H, W) zero-padded to the backbone's size divisibility, and (B, 2) (h, w) sizes."""
+    def preprocess(self, batch: List[dict], test_sizes: Optional[Tuple[int, int]] = None
+                   ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Normalised (B, 3, H, W) zero-padded to the backbone's size divisibility, and (B, 2) (h, w) sizes; each
+        image resized by `resize_for_test(image, *test_sizes)` in eval (default INPUT.{MIN,MAX}_SIZE_TEST)."""
         if not batch:
             raise ValueError("FasterRCNN: empty batch")
+        test_sizes = test_sizes or (self.min_size_test, self.max_size_test)
         images = []
         for item in batch:
             image = (item["image"].to(self.pixel_mean.device, torch.float32) - self.pixel_mean) / self.pixel_std
-            images.append(image if self.training else self._resize(image))
+            images.append(image if self.training else resize_for_test(image, *test_sizes))
         sizes = torch.tensor([image.shape[-2:] for image in images], device=self.pixel_mean.device)
         return self._pad(images), sizes
-
-    def _resize(self, image: torch.Tensor) -> torch.Tensor:
-        return resize_for_test(image, self.min_size_test, self.max_size_test)
 
     def _pad(self, images: List[torch.Tensor]) -> torch.Tensor:
         divisor = max(self.backbone.size_divisibility, 1)
@@ -102,7 +120,7 @@ class FasterRCNN(weight_cache.ForgetsOnModeSwitch):
     @staticmethod
     def postprocess(detections: List[Dict[str, torch.Tensor]], batch: List[dict],
                     image_sizes: torch.Tensor) -> List[Dict[str, torch.Tensor]]:
-        """Scale boxes from the resized input back to each image's "height" x "width"."""
+        """Scale boxes (and proposals) from the resized input back to each image's "height" x "width"."""
         results = []
         for detection, item, (resized_h, resized_w) in zip(detections, batch, image_sizes.tolist()):
             height = item.get("height", item["image"].shape[-2])
@@ -110,5 +128,13 @@ class FasterRCNN(weight_cache.ForgetsOnModeSwitch):
             ratio_h = torch.tensor(height, dtype=torch.float32) / torch.tensor(resized_h, dtype=torch.float32)
             ratio_w = torch.tensor(width, dtype=torch.float32) / torch.tensor(resized_w, dtype=torch.float32)
             scale = torch.stack([ratio_w, ratio_h, ratio_w, ratio_h]).to(detection["boxes"])
-            results.append({**detection, "boxes": detection["boxes"] * scale})
+            scaled = {key: detection[key] * scale for key in ("boxes", "proposals") if key in detection}
+            results.append({**detection, **scaled})
         return results
+
+
+def _per_image(proposals: Proposals, num_images: int) -> List[Dict[str, torch.Tensor]]:
+    """The batch's flat proposals split into {"proposals" (P, 4), "objectness" (P,)} per image, in RPN rank order."""
+    counts = torch.bincount(proposals.image_index, minlength=num_images).tolist()
+    return [{"proposals": boxes, "objectness": scores}
+            for boxes, scores in zip(proposals.boxes.split(counts), proposals.scores.split(counts))]
