@@ -20,7 +20,9 @@ def test_toy_recipe_on_coco_json_folder(tmp_path):
     check(run_tool("train_det.py", ["--config", CONFIG, *FAST, "SOLVER.MAX_ITER", "6", "DATASETS.TRAIN", f"('{train}',)",
                                     "DATASETS.TEST", f"('{val}',)", "OUTPUT_DIR", out], tmp_path / "no_datasets"))
     results = json.load(open(os.path.join(out, "eval", "results.json")))["bbox"]
-    assert set(results) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    names = [c["name"] for c in json.load(open(f"{shapes}/coco/annotations/instances_val.json"))["categories"]]
+    # the six COCO numbers and the AP of each of the json's categories, by its name
+    assert set(results) == {"AP", "AP50", "AP75", "APs", "APm", "APl", *(f"AP-{name}" for name in names)}
     detections = json.load(open(os.path.join(out, "eval", "coco_instances_results.json")))
     categories = {c["id"] for c in json.load(open(f"{shapes}/coco/annotations/instances_val.json"))["categories"]}
     assert detections and {d["category_id"] for d in detections} <= categories  # the json's own ids
