@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from . import weight_cache
+from ..layers import weight_cache
 from .backbone import Backbone, build_backbone
 from .meta_arch import META_ARCH_REGISTRY
 

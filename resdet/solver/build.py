@@ -74,7 +74,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
 
 def _mark_parameters_modified(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
     """Bump every parameter's version counter after a fused step, which updates them in place without doing so:
-    the weights derived from parameters (folded norms, packed or cast weights: modeling.weight_cache) are
+    the weights derived from parameters (folded norms, packed or cast weights: resdet.layers.weight_cache) are
     recomputed when a version changes, and would otherwise stay those of the first evaluation."""
     torch.autograd.graph.increment_version([p for group in optimizer.param_groups for p in group["params"]])
 

@@ -314,9 +314,9 @@ def test_detector_eval_on_cuda_matches_the_cpu(toy_datasets, monkeypatch, exact_
 @pytest.mark.gpu
 @needs_cuda
 def test_roi_align_levels_on_cuda_match_the_cpu_sparse_kernel(exact_fp32):
-    """resdet/modeling/detector/roi_align.py roi_align_levels: CUDA maps go to torchvision's kernel level by level
+    """resdet/layers/roi_align.py roi_align_levels: CUDA maps go to torchvision's kernel level by level
     (pool_by_level), CPU ones may take the sparse product; forward, backward and fp16 inputs agree."""
-    from resdet.modeling.detector.roi_align import roi_align_levels, sparse_roi_align_levels
+    from resdet.layers.roi_align import roi_align_levels, sparse_roi_align_levels
 
     generator = torch.Generator().manual_seed(0)
     features = [torch.randn(2, 8, side, side, generator=generator).contiguous(memory_format=torch.channels_last)

@@ -5,7 +5,7 @@ from torch import nn
 
 import resdet
 from resdet.config import setup_cfg
-from resdet.modeling.weight_cache import layer_weights
+from resdet.layers.weight_cache import layer_weights
 from resdet.solver import build_optimizer
 
 

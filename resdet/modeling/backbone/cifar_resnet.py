@@ -4,7 +4,7 @@ from torch import nn
 from ...errors import ConfigError
 from .backbone import ShapeSpec
 from .build import BACKBONE_REGISTRY
-from .conv_norm import conv_norm
+from ...layers.conv_norm import conv_norm
 from .resnet import BasicBlock, ResNet, get_norm, init_weights, make_stage
 
 CIFAR_STAGE_NAMES = ("res2", "res3", "res4")

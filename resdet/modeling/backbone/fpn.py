@@ -10,7 +10,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ...errors import ConfigError
-from ..weight_cache import conv2d, gradient_flows, observed
+from ...layers.weight_cache import conv2d, gradient_flows, observed
 from .backbone import Backbone, ShapeSpec
 from .build import BACKBONE_REGISTRY
 from .resnet import STAGE_NAMES, build_resnet_backbone

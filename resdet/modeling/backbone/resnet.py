@@ -14,7 +14,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from ...errors import ConfigError
 from .backbone import Backbone, ShapeSpec
 from .build import BACKBONE_REGISTRY
-from .conv_norm import conv_norm
+from ...layers.conv_norm import conv_norm
 
 NORMS = ("BN", "FrozenBN", "SyncBN", "GN")
 SHORTCUTS = ("A", "B", "C")

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from fvcore.nn.weight_init import c2_xavier_fill
 from torch import nn
 
-from .. import onednn_linear
-from ..weight_cache import cached_weights, linear, observed
+from ...layers import onednn_linear
+from ...layers.weight_cache import cached_weights, linear, observed
 from .box_coder import box_regression_loss
 
 

@@ -4,7 +4,7 @@ from typing import List, NamedTuple, Tuple
 import torch
 import torchvision
 
-from . import nms
+from ...layers import nms
 
 
 class Proposals(NamedTuple):

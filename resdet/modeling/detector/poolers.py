@@ -7,7 +7,7 @@ from torch import nn
 from torchvision.ops import box_area, roi_pool
 
 from ...errors import ConfigError
-from .roi_align import pool_by_level, roi_align, roi_align_levels
+from ...layers.roi_align import pool_by_level, roi_align, roi_align_levels
 
 POOLER_TYPES = ("ROIAlignV2", "ROIAlign", "ROIPool")
 # FPN paper eq. 1: a 224x224 box belongs to level 4; the epsilon guards exact powers of two against rounding

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from .. import weight_cache
+from ...layers import weight_cache
 from ..backbone import Backbone, build_backbone
 from ..meta_arch import META_ARCH_REGISTRY
 from .boxes import Proposals

@@ -22,7 +22,7 @@ from torchvision.ops import box_iou
 
 from ...errors import ConfigError
 from ..backbone import ShapeSpec
-from ..weight_cache import conv2d
+from ...layers.weight_cache import conv2d
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder, box_regression_loss
 from .boxes import (Proposals, batched_nms, clip_boxes, first_k_per_group, flatten_per_image, nonempty_boxes_at_least,

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from resdet.modeling.backbone.conv_norm import conv_norm
+from resdet.layers.conv_norm import conv_norm
 
 
 def _layers(seed: int = 0, bias: bool = False):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from ..weight_cache import derived_conv2d, observed
+from .weight_cache import derived_conv2d, observed
 
 
 def is_foldable(norm: nn.Module) -> bool:

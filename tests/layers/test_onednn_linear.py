@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resdet.modeling import onednn_linear
-from resdet.modeling.onednn_linear import linear
+from resdet.layers import onednn_linear
+from resdet.layers.onednn_linear import linear
 
 pytestmark = pytest.mark.skipif(not onednn_linear.ENABLED, reason="this torch build has no oneDNN inner product")
 

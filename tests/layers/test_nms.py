@@ -3,7 +3,7 @@ import pytest
 import torch
 import torchvision
 
-from resdet.modeling.detector import nms
+from resdet.layers import nms
 
 
 def random_boxes(count: int, groups: int, generator: torch.Generator, tied: bool = False):

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 import resdet
-from resdet.modeling import weight_cache
-from resdet.modeling.weight_cache import conv2d, layer_weights, linear
+from resdet.layers import weight_cache
+from resdet.layers.weight_cache import conv2d, layer_weights, linear
 
 BF16 = dict(device_type="cpu", dtype=torch.bfloat16)
 
