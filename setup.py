@@ -23,7 +23,8 @@ setup(
         "numpy>=1.21",
     ],
     extras_require={
-        "dev": ["pytest>=7", "hypothesis>=6", FASTER_COCO_EVAL],  # the tests prove both COCO backends equal
+        # the tests prove both COCO backends equal; ruff is `make lint` (pinned: a newer ruff may add rules)
+        "dev": ["pytest>=7", "hypothesis>=6", FASTER_COCO_EVAL, "ruff==0.17.6"],
         "fast-eval": [FASTER_COCO_EVAL],
         # tools/export_model.py --format onnx (torch.onnx writes with onnxscript) and running the file
         "export": ["onnx>=1.18", "onnxscript>=0.7", "onnxruntime>=1.20"],

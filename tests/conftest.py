@@ -1,5 +1,4 @@
 """Shared fixtures: a small default config, a temporary output directory, the toy datasets."""
-import os
 
 import pytest
 import torch

@@ -59,8 +59,10 @@ from torch import nn
 
 from resdet import build_model
 from resdet.config import ConfigError, setup_cfg
-from resdet.data import (build_classification_test_loader, build_classification_train_loader,
-                         build_detection_test_loader, build_detection_train_loader)
+from resdet.data import (
+    build_classification_test_loader,
+    build_detection_test_loader,
+)
 from resdet.engine.allocator import keep_freed_memory
 from resdet.errors import UsageError
 from resdet.evaluation.classification import predict_scores

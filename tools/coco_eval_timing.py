@@ -7,8 +7,13 @@ from typing import Any, Callable, Dict, List, Tuple
 import numpy as np
 
 from resdet.evaluation.coco import METRIC_NAMES
-from resdet.evaluation.coco_backends import (COCO_EVAL_BACKENDS, FASTER_COCO_EVAL_REQUIREMENT, CocoBackend,
-                                             coco_eval_backend, installed_coco_eval_backends)
+from resdet.evaluation.coco_backends import (
+    COCO_EVAL_BACKENDS,
+    FASTER_COCO_EVAL_REQUIREMENT,
+    CocoBackend,
+    coco_eval_backend,
+    installed_coco_eval_backends,
+)
 
 logger = logging.getLogger("resdet.benchmark")
 NUM_CATEGORIES = 80

@@ -15,8 +15,7 @@ import tempfile
 import time
 from typing import List
 
-from resdet.data import (DatasetCatalog, MetadataCatalog, build_classification_train_loader,
-                         build_detection_train_loader)
+from resdet.data import DatasetCatalog, MetadataCatalog, build_classification_train_loader, build_detection_train_loader
 from resdet.engine import comm
 from resdet.engine.launch import launch
 from resdet.utils.process_memory import tree_pss_mb

@@ -38,8 +38,13 @@ from layer_response import dataset_batches, layer_responses  # noqa: E402
 
 from resdet import build_model  # noqa: E402
 from resdet.config import setup_cfg  # noqa: E402
-from resdet.data import (DatasetCatalog, MetadataCatalog, build_classification_test_loader,  # noqa: E402
-                         build_classification_train_loader, datasets_root)
+from resdet.data import (  # noqa: E402
+    DatasetCatalog,
+    MetadataCatalog,
+    build_classification_test_loader,
+    build_classification_train_loader,
+    datasets_root,
+)
 from resdet.data.datasets import toy_cifar  # noqa: E402
 from resdet.data.datasets.cifar import load_cifar10, read_label_names, register_cifar10  # noqa: E402
 from resdet.engine import ClassificationLoss, default_setup, setup_config  # noqa: E402

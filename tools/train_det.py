@@ -37,7 +37,8 @@ def build_evaluator(cfg, dataset_name: str, output_dir: str) -> DatasetEvaluator
     evaluator = EVALUATORS[kind](dataset_name, output_dir, **options)
     if not cfg.TEST.EVAL_PROPOSALS:
         return evaluator
-    return DatasetEvaluators([evaluator, ProposalEvaluator(dataset_name, output_dir, backend=cfg.TEST.COCO_EVAL_BACKEND)])
+    proposals = ProposalEvaluator(dataset_name, output_dir, backend=cfg.TEST.COCO_EVAL_BACKEND)
+    return DatasetEvaluators([evaluator, proposals])
 
 
 def evaluate(cfg, model, test_loaders: Dict[str, object]) -> Dict[str, dict]:

@@ -6,10 +6,10 @@ the previous checkpoint and pointer intact; the pointer moves only once the new 
 checkpoint a `.sha256` sidecar records its digest, so that resuming detects a file damaged later on disk and takes
 the previous complete one (integrity.py). Weights holding NaN or infinity are never written.
 """
+import errno
 import io
 import logging
 import os
-import errno
 import shutil
 import tempfile
 from typing import Any, Callable, Dict, List, Optional

@@ -116,7 +116,8 @@ def convert_raw(raw: Mapping, path: str, converter: WeightConverter) -> Dict[str
     return state
 
 
-def convert_weight_file(path: str, format_name: Optional[str] = None) -> Tuple[Dict[str, torch.Tensor], WeightConverter]:
+def convert_weight_file(path: str, format_name: Optional[str] = None
+                        ) -> Tuple[Dict[str, torch.Tensor], WeightConverter]:
     """Read `path` and convert it to resdet names with the named converter, or the detected one."""
     raw = read_weight_file(path)
     converter = get_converter(format_name) if format_name else detect_converter(raw, path)

@@ -17,11 +17,15 @@ from ..engine.allocator import release_freed_memory
 from ..errors import ConfigError
 from .datasets import DatasetCatalog, MetadataCatalog
 from .mappers import (
-    ClassificationTestMapper, ClassificationTrainMapper, DetectionTestMapper, DetectionTrainMapper, training_targets,
+    ClassificationTestMapper,
+    ClassificationTrainMapper,
+    DetectionTestMapper,
+    DetectionTrainMapper,
+    training_targets,
 )
 from .record_store import MORE, ConcatRecords, RecordStore
-from .skip_corrupt import CorruptImageSkipper
 from .samplers import InferenceSampler, SampleKey, TrainingBatchSampler, TrainingSampler
+from .skip_corrupt import CorruptImageSkipper
 
 logger = logging.getLogger(__name__)
 

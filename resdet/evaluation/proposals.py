@@ -79,7 +79,8 @@ class ProposalEvaluator(DatasetEvaluator):
             metrics = average_recalls(coco_eval.eval["recall"], coco_eval.params.areaRngLbl, self.max_dets)
         counts = [len(rows) for _, rows in proposals]
         logger.info("Proposal recall of %r on %d images (%.0f proposals per image): %s", self.dataset_name,
-                    len(image_ids), np.mean(counts) if counts else 0, ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+                    len(image_ids), np.mean(counts) if counts else 0,
+                    ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
         results = {"box_proposals": metrics}
         if self.output_dir:
             save_results(self.output_dir, results)

@@ -17,6 +17,7 @@ from torchvision.ops import box_iou
 
 import resdet
 from resdet.config import setup_cfg
+
 ROOT = Path(__file__).resolve().parents[2]
 TV_CONFIG = str(ROOT / "configs/torchvision/frcnn_r50_fpn.yaml")
 D2_FPN_CONFIG = str(ROOT / "configs/detectron2/frcnn_r50_fpn.yaml")

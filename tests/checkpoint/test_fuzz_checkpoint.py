@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fuzzing import FUZZ, edited_bytes, nested
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fuzzing import FUZZ, edited_bytes, nested
 import resdet
 from resdet.checkpoint import load_weights
 from resdet.errors import CheckpointError

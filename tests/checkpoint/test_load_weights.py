@@ -55,7 +55,8 @@ def assert_same_logits(reference: nn.Module, cfg, path: Path) -> Tuple[nn.Module
 def test_torchvision_state_dict_gives_torchvision_logits(tmp_path):
     reference = torchvision_resnet(50)
     torch.save(reference.state_dict(), tmp_path / "resnet50.pth")
-    _, report = assert_same_logits(reference, config("r50_imagenet.yaml", *TORCHVISION_PIXELS), tmp_path / "resnet50.pth")
+    _, report = assert_same_logits(reference, config("r50_imagenet.yaml", *TORCHVISION_PIXELS),
+                                   tmp_path / "resnet50.pth")
     assert report.format == "torchvision"
     assert (report.missing, report.unexpected, report.mismatched) == ([], [], [])
 
@@ -63,7 +64,8 @@ def test_torchvision_state_dict_gives_torchvision_logits(tmp_path):
 def msra_name(torchvision_key: str) -> str:
     """Detectron's ImageNet blob name of a torchvision key, written out by hand."""
     layer, _, field = torchvision_key.rpartition(".")
-    bn_field = {"weight": "s", "bias": "b", "running_mean": "rm", "running_var": "riv"}[field] if "bn" in layer or "downsample.1" in layer else None
+    is_norm = "bn" in layer or "downsample.1" in layer
+    bn_field = {"weight": "s", "bias": "b", "running_mean": "rm", "running_var": "riv"}[field] if is_norm else None
     if layer == "conv1":
         return "conv1_w"
     if layer == "bn1":

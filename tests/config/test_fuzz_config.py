@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fuzzing import FUZZ, nested
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fuzzing import FUZZ, nested
 from resdet.config import ConfigError, setup_cfg
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

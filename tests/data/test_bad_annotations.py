@@ -8,7 +8,10 @@ import pytest
 
 from resdet.data import DatasetCatalog, register_coco_instances, register_voc
 from resdet.data.datasets.issues import (
-    CLIPPED_ANNOTATIONS, DROPPED_ANNOTATIONS, DROPPED_IMAGES, dataset_issues,
+    CLIPPED_ANNOTATIONS,
+    DROPPED_ANNOTATIONS,
+    DROPPED_IMAGES,
+    dataset_issues,
 )
 from resdet.data.datasets.voc import parse_voc_xml
 from resdet.data.errors import DataError, DatasetNotRegisteredError

@@ -1,5 +1,4 @@
 """Loaders on the toy data: shapes and types of the DEVELOPERS.md interfaces, sharding, grouping, filtering."""
-import numpy as np
 import cv2
 import numpy as np
 import pytest

@@ -77,7 +77,7 @@ def test_config_only_name_missing_file(tmp_path):
 def test_lazy_metadata_retried_after_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("RESDET_DATASETS", str(tmp_path))
     with pytest.raises(DatasetNotFoundError, match="imagenet/train"):
-        MetadataCatalog.get("imagenet_train").thing_classes
+        _ = MetadataCatalog.get("imagenet_train").thing_classes
     for wnid in ("n02", "n01"):
         (tmp_path / "imagenet/train" / wnid).mkdir(parents=True)
         (tmp_path / "imagenet/train" / wnid / "x.JPEG").write_bytes(b"")

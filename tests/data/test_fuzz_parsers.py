@@ -9,10 +9,10 @@ import pickle
 import cv2
 import numpy as np
 import pytest
+from fuzzing import FUZZ, edited_bytes, nested
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fuzzing import FUZZ, edited_bytes, nested
 from resdet.checkpoint.safe_pickle import UnsafePickleError
 from resdet.data import DatasetCatalog, MetadataCatalog, register_coco_instances, register_voc
 from resdet.data.datasets.cifar import read_batch

@@ -105,6 +105,7 @@ def test_catalog_names_load(toy_env):
     assert len(DatasetCatalog.get("toy_coco_val")) == len(DatasetCatalog.get("toy_voc_test"))
     detection = ["toy_coco_val", "toy_voc_test"]
     assert len({tuple(MetadataCatalog.get(n).thing_classes) for n in detection}) == 1
-    assert set(MetadataCatalog.get("toy_coco_val").thing_classes) < set(MetadataCatalog.get("toy_cls_train").thing_classes)
+    detection_classes = set(MetadataCatalog.get("toy_coco_val").thing_classes)
+    assert detection_classes < set(MetadataCatalog.get("toy_cls_train").thing_classes)
     names = ["toy_cls_train", *detection]
     assert [MetadataCatalog.get(n).evaluator_type for n in names] == ["classification", "coco", "voc"]

@@ -73,8 +73,9 @@ def test_test_time_augmentation_outputs_are_the_wrappers(detector):
     bgr = image(2, 70, 90)
     output = predictor(bgr)
     with torch.no_grad():
-        expected = DetectorWithTTA(model, [48, 80], 200, True, cfg.TEST.AUG.MERGE, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
-                                   cfg.MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE)([{"image": as_input(bgr, cfg.INPUT.FORMAT)}])
+        tta = DetectorWithTTA(model, [48, 80], 200, True, cfg.TEST.AUG.MERGE, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
+                              cfg.MODEL.ROI_HEADS.DETECTIONS_PER_IMAGE)
+        expected = tta([{"image": as_input(bgr, cfg.INPUT.FORMAT)}])
     for key in ("boxes", "scores", "labels"):
         np.testing.assert_array_equal(output[key], expected[0][key].numpy())
     assert len(output["boxes"]) > 0

@@ -78,4 +78,5 @@ def test_detector_overfits_a_handful_of_scenes(scenes, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
     ap50 = coco_ap50(json_file, os.path.join(output_dir, "eval", "coco_instances_results.json"))
-    assert ap50 >= MIN_AP50, f"AP50 {ap50:.1f} < {MIN_AP50} on the training scenes; last losses {last_losses(output_dir)}"
+    assert ap50 >= MIN_AP50, \
+        f"AP50 {ap50:.1f} < {MIN_AP50} on the training scenes; last losses {last_losses(output_dir)}"

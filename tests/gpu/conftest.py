@@ -1,6 +1,5 @@
 """The fixture of the CUDA tests that compare devices: fp32 without TF32, so that fp32 means fp32."""
 import pytest
-
 from cuda_helpers import _fp32_without_tf32  # tests/gpu is on sys.path: pytest's rootdir import
 
 

@@ -23,14 +23,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from cuda_helpers import (  # tests/gpu is on sys.path: pytest's rootdir import
+    _cfg,
+    _check,
+    _cifar_cfg,
+    _matched_fraction,
+    _run_tool,
+    _separable_batches,
+    _spread_layers,
+    _train_classifier,
+    needs_cuda,
+)
 from torch import nn
 
 import resdet
-
-from cuda_helpers import (  # tests/gpu is on sys.path: pytest's rootdir import
-    _cfg, _check, _cifar_cfg, _matched_fraction, _run_tool, _separable_batches, _spread_layers, _train_classifier, needs_cuda,
-)
-
 
 # ---------------------------------------------------------------- one GPU
 

@@ -20,14 +20,22 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from cuda_helpers import (  # tests/gpu is on sys.path: pytest's rootdir import
+    ASYNC_ERROR_VARS,
+    DEAD_RANK_LIMIT_S,
+    GPUS,
+    JOB_DEADLINE_S,
+    NOT_TWO_GPUS,
+    REPO,
+    _fp32_without_tf32,
+    _free_port,
+    _launch_with_deadline,
+    _write_pid,
+    needs_two_gpus,
+)
 from torch import nn
 
 import resdet
-
-from cuda_helpers import (  # tests/gpu is on sys.path: pytest's rootdir import
-    ASYNC_ERROR_VARS, DEAD_RANK_LIMIT_S, GPUS, JOB_DEADLINE_S, NOT_TWO_GPUS, REPO, _fp32_without_tf32, _free_port, _launch_with_deadline, _write_pid, needs_two_gpus,
-)
-
 
 # ---------------------------------------------------------------- two GPUs: one NCCL job, several checks
 

@@ -115,7 +115,7 @@ def test_an_eval_mode_batchnorm_is_folded_equal_to_torch_and_its_gradients():
                                             training=False, eps=norm.eps)
         grads = torch.autograd.grad(expected.square().sum(), [x, conv.weight])
         calls = []  # calls of the norm's forward, spied on without a hook (a hook stops the fold)
-        norm.forward = lambda *args, norm=norm: calls.append(norm) or type(norm).forward(norm, *args)
+        norm.forward = lambda *args, norm=norm, calls=calls: calls.append(norm) or type(norm).forward(norm, *args)
         out = conv_norm(conv, norm, x)
         del norm.forward
         assert not calls, "the norm ran as its own module instead of folded"

@@ -3,11 +3,16 @@ import pytest
 import torch
 from torchvision.ops import roi_align as tv_roi_align
 
-from resdet.modeling.detector import poolers
 from resdet.layers import roi_align as roi_align_module
+from resdet.layers.roi_align import (
+    _sparse_is_faster,
+    roi_align,
+    roi_align_levels,
+    sparse_roi_align,
+    sparse_roi_align_levels,
+)
+from resdet.modeling.detector import poolers
 from resdet.modeling.detector.poolers import ROIPooler
-from resdet.layers.roi_align import (_sparse_is_faster, roi_align, roi_align_levels, sparse_roi_align,
-                                                sparse_roi_align_levels)
 
 SHAPE = (2, 6, 24, 31)  # (B, C, H, W): the map of a 96 x 124 image at stride 4
 SCALE = 0.25

@@ -4,8 +4,8 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from resdet.modeling.backbone.fpn import add_upsampled, build_resnet_fpn_backbone
 from resdet.modeling.backbone.backbone import ShapeSpec
+from resdet.modeling.backbone.fpn import add_upsampled, build_resnet_fpn_backbone
 
 
 def _fpn(cfg):

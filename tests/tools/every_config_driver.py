@@ -36,6 +36,7 @@ def run_jobs(jobs) -> None:
     sys.path.insert(0, TOOLS)
     import train_cls
     import train_det
+
     from resdet.engine import comm
 
     tools = {"train_cls": train_cls, "train_det": train_det}

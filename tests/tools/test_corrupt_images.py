@@ -3,9 +3,9 @@ skipped and counted with DATALOADER.SKIP_CORRUPT True."""
 import json
 import os
 
-from resdet.data import make_toy_data
-
 from test_train_det import CONFIG, FAST, run_tool  # tests/tools is on sys.path (pytest rootdir import)
+
+from resdet.data import make_toy_data
 
 SMALL = dict(cls_per_class={"train": 1, "val": 1}, det_images={"train": 6, "val": 2})
 

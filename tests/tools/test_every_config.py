@@ -5,14 +5,14 @@ Why: loader workers started by `spawn` (macOS and Windows, or DATALOADER.START_M
 sampler, batch sampler, collate_fn and worker_init_fn, and the evaluators. A lambda or a local function anywhere in
 there works under Linux's fork and fails on the user's Mac (as the colour tests' hue shift once did).
 
-Data (tests/tools/every_config_setup.py): a RESDET_DATASETS root with a set of each format the configs name, made from the toy shapes (real boxes and
-classes): `toy/` (toy_coco_*, toy_cls_*: COCO-format detection and ImageFolder classification; part 1 links
-conftest's `toy_datasets`, part 2 a small toy world, so that its evaluations test a few images), `coco/`
-(coco_2017_*: toy scenes under COCO's 80 category ids and names), `VOC2007/`, `VOC2012/` (voc_*: the toy devkit, its
-classes renamed to VOC ones), `imagenet/` (imagenet_*: 1000 class folders, the first holding toy images), `cifar10/`
-(conftest's `cifar10_root`). A detector config without datasets (torchvision/frcnn_r50_fpn.yaml) gets `coco:<json>:
-<images>` sets of its NUM_CLASSES categories on the command line, as its users would give. A config naming another
-kind of dataset fails `dataset_format` with the name to add.
+Data (tests/tools/every_config_setup.py): a RESDET_DATASETS root with a set of each format the configs name, made
+from the toy shapes (real boxes and classes): `toy/` (toy_coco_*, toy_cls_*: COCO-format detection and ImageFolder
+classification; part 1 links conftest's `toy_datasets`, part 2 a small toy world, so that its evaluations test a few
+images), `coco/` (coco_2017_*: toy scenes under COCO's 80 category ids and names), `VOC2007/`, `VOC2012/` (voc_*:
+the toy devkit, its classes renamed to VOC ones), `imagenet/` (imagenet_*: 1000 class folders, the first holding toy
+images), `cifar10/` (conftest's `cifar10_root`). A detector config without datasets (torchvision/frcnn_r50_fpn.yaml)
+gets `coco:<json>: <images>` sets of its NUM_CLASSES categories on the command line, as its users would give. A
+config naming another kind of dataset fails `dataset_format` with the name to add.
 
 Part 1, every config (`test_config_pickles`): set up as the tools do (`setup_config`, tiny overrides,
 `DATALOADER.NUM_WORKERS 1 DATALOADER.START_METHOD spawn`), its train loader, test loader(s) and evaluator(s) built by
@@ -59,21 +59,30 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from every_config_setup import (  # tests/tools is on sys.path: pytest's rootdir import
+    CONFIGS,
+    REPO,
+    config_format,
+    config_overrides,
+    data_path,
+    file_config,
+    is_detector,
+    make_datasets_root,
+)
+from test_own_data import SMALL  # a small toy world's sizes (tests/tools is on sys.path: pytest rootdir import)
 from torch.utils.data import DataLoader
 
 from resdet.data import (
-    build_classification_train_loader, build_detection_test_loader, build_detection_train_loader, make_toy_data,
+    build_classification_train_loader,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    make_toy_data,
 )
 from resdet.data.build import MapDataset, collate_list, worker_context
 from resdet.data.class_count import check_num_classes
 from resdet.data.mappers import DetectionTestMapper
 from resdet.engine import setup_config
 from resdet.evaluation import ClassificationEvaluator
-
-from every_config_setup import (  # tests/tools is on sys.path: pytest's rootdir import
-    CONFIGS, REPO, config_format, config_overrides, data_path, file_config, is_detector, make_datasets_root,
-)
-from test_own_data import SMALL  # a small toy world's sizes (tests/tools is on sys.path: pytest rootdir import)
 
 DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "every_config_driver.py")
 FORMATS = ("toy detection", "COCO", "VOC", "ImageFolder", "CIFAR", "toy classification")

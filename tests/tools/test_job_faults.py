@@ -131,7 +131,7 @@ def test_kill_during_a_checkpoint_write_then_resume(toy_datasets, tmp_path):
     --resume continues from it and removes the leftover."""
     out = tmp_path / "out"
     single = [*TOY, "SOLVER.CHECKPOINT_PERIOD", "1"]
-    for attempt in range(3):  # a write takes a fraction of a second: the poll below may miss it
+    for _attempt in range(3):  # a write takes a fraction of a second: the poll below may miss it
         shutil.rmtree(out, ignore_errors=True)
         job = _start([sys.executable, SCRIPT, *single, "SOLVER.MAX_ITER", "100000"], out, toy_datasets)
         deadline = time.monotonic() + 120

@@ -1,4 +1,5 @@
-"""tools/make_scale_data.py at a small size: the COCO json as pycocotools reads it, both sets through resdet's loaders."""
+"""tools/make_scale_data.py at a small size: the COCO json as pycocotools reads it, both sets through resdet's
+loaders."""
 import os
 import subprocess
 import sys

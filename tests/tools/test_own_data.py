@@ -3,9 +3,9 @@
 import json
 import os
 
-from resdet.data import make_toy_data
-
 from test_train_det import CONFIG, FAST, check, run_tool  # tests/tools is on sys.path (pytest rootdir import)
+
+from resdet.data import make_toy_data
 
 # another shapes world than the embedded one (another seed), written where a user keeps their data
 SMALL = dict(cls_per_class={"train": 1, "val": 1}, det_images={"train": 12, "val": 6})
@@ -17,7 +17,8 @@ def test_toy_recipe_on_coco_json_folder(tmp_path):
     val = f"coco:{shapes}/coco/annotations/instances_val.json:{shapes}/coco/val"
     out = str(tmp_path / "out")
     # RESDET_DATASETS points nowhere: only the coco: names can be read
-    check(run_tool("train_det.py", ["--config", CONFIG, *FAST, "SOLVER.MAX_ITER", "6", "DATASETS.TRAIN", f"('{train}',)",
+    check(run_tool("train_det.py", ["--config", CONFIG, *FAST, "SOLVER.MAX_ITER", "6",
+                                    "DATASETS.TRAIN", f"('{train}',)",
                                     "DATASETS.TEST", f"('{val}',)", "OUTPUT_DIR", out], tmp_path / "no_datasets"))
     results = json.load(open(os.path.join(out, "eval", "results.json")))["bbox"]
     names = [c["name"] for c in json.load(open(f"{shapes}/coco/annotations/instances_val.json"))["categories"]]

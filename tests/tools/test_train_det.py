@@ -19,7 +19,8 @@ CONFIG = "configs/toy_frcnn_r18_fpn.yaml"
 # Small and fast: 2 images per batch at 96 px, few proposals; the pipeline is the real one.
 FAST = ["DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2", "SEED", "0", "INPUT.MIN_SIZE_TRAIN", "(96,)",
         "INPUT.MIN_SIZE_TEST", "96", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "128", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
-        "64", "SOLVER.WARMUP_ITERS", "5", "SOLVER.BASE_LR", "0.005", "SOLVER.CHECKPOINT_PERIOD", "20", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+        "64", "SOLVER.WARMUP_ITERS", "5", "SOLVER.BASE_LR", "0.005", "SOLVER.CHECKPOINT_PERIOD", "20",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
 
 
 def run_tool(tool, args, datasets_root, timeout=300):
@@ -102,7 +103,8 @@ def devkit_ap(gt, detections, use_07: bool) -> float:
     recall = tp / max(npos, 1)
     precision = tp / np.maximum(tp + fp, np.finfo(float).eps)
     if use_07:
-        return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0 for t in np.arange(0, 1.1, 0.1)]))
+        return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0
+                              for t in np.arange(0, 1.1, 0.1)]))
     mrec = np.concatenate(([0.0], recall, [1.0]))
     mpre = np.concatenate(([0.0], precision, [0.0]))
     for i in range(len(mpre) - 2, -1, -1):
@@ -153,7 +155,8 @@ def test_demo_draws_one_image_per_input(trained, toy_datasets, tmp_path):
     import cv2
 
     for name in written:
-        drawn, original = cv2.imread(str(tmp_path / "vis" / name)), cv2.imread(os.path.join(str(toy_datasets), "toy", "coco", "val", name))
+        drawn = cv2.imread(str(tmp_path / "vis" / name))
+        original = cv2.imread(os.path.join(str(toy_datasets), "toy", "coco", "val", name))
         assert drawn.shape == original.shape
 
 

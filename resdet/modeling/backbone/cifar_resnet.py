@@ -2,9 +2,9 @@
 from torch import nn
 
 from ...errors import ConfigError
+from ...layers.conv_norm import conv_norm
 from .backbone import ShapeSpec
 from .build import BACKBONE_REGISTRY
-from ...layers.conv_norm import conv_norm
 from .resnet import BasicBlock, ResNet, get_norm, init_weights, make_stage
 
 CIFAR_STAGE_NAMES = ("res2", "res3", "res4")

@@ -12,9 +12,9 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from ...errors import ConfigError
+from ...layers.conv_norm import conv_norm
 from .backbone import Backbone, ShapeSpec
 from .build import BACKBONE_REGISTRY
-from ...layers.conv_norm import conv_norm
 
 NORMS = ("BN", "FrozenBN", "SyncBN", "GN")
 SHORTCUTS = ("A", "B", "C")

@@ -17,8 +17,15 @@ from ..backbone import ShapeSpec
 from ..backbone.resnet import init_weights, make_stage, resnet_stage_specs
 from .box_coder import BoxCoder
 from .box_head import FastRCNNPredictor, FCBoxHead, fast_rcnn_losses
-from .boxes import (Proposals, batched_nms, boxes_at_least, clip_boxes, first_k_per_group, flatten_per_image,
-                    sort_by_image)
+from .boxes import (
+    Proposals,
+    batched_nms,
+    boxes_at_least,
+    clip_boxes,
+    first_k_per_group,
+    flatten_per_image,
+    sort_by_image,
+)
 from .matcher import Matcher
 from .poolers import ROIPooler
 from .sampler import BalancedSampler

@@ -21,12 +21,19 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from ...errors import ConfigError
-from ..backbone import ShapeSpec
 from ...layers.weight_cache import conv2d
+from ..backbone import ShapeSpec
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder, box_regression_loss
-from .boxes import (Proposals, batched_nms, clip_boxes, first_k_per_group, flatten_per_image, nonempty_boxes_at_least,
-                    sort_by_image)
+from .boxes import (
+    Proposals,
+    batched_nms,
+    clip_boxes,
+    first_k_per_group,
+    flatten_per_image,
+    nonempty_boxes_at_least,
+    sort_by_image,
+)
 from .matcher import Matcher
 from .sampler import BalancedSampler
 

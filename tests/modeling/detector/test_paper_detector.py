@@ -2,7 +2,6 @@
 import runpy
 from pathlib import Path
 
-import pytest
 import torch
 import torchvision
 

@@ -2,7 +2,8 @@
 import math
 
 import torch
-from torchvision.models.detection.roi_heads import RoIHeads as TVRoIHeads, fastrcnn_loss
+from torchvision.models.detection.roi_heads import RoIHeads as TVRoIHeads
+from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.ops import MultiScaleRoIAlign
 
 import resdet

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead as TVRPNHead
+from torchvision.models.detection.rpn import RegionProposalNetwork
+from torchvision.models.detection.rpn import RPNHead as TVRPNHead
 from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
 import resdet
