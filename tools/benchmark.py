@@ -9,6 +9,7 @@ with the same weights, timed interleaved (one run of each in turn) in one proces
     python tools/benchmark.py --config configs/coco_frcnn_r50_fpn.yaml --task eval --coco-images 5000 --iters 3
     python tools/benchmark.py --config configs/torchvision/frcnn_r50_fpn.yaml --task infer --compare torchvision \
         --compare onnxruntime
+    python tools/benchmark.py --suite acceptance --when-quiet     # the headline ratios against torchvision
 
 Tasks; times are medians over --iters runs after --warmup runs:
   infer  eval-mode forward of --batch (default 1) synthetic images: a detector's at INPUT.MIN/MAX_SIZE_TEST with
@@ -36,6 +37,9 @@ torchvision's model exists, so the process peak is reported apart), torch.cuda.m
 On the CPU the process keeps freed blocks in its heap as the training and evaluation tools do
 (resdet.engine.allocator; "keep_freed_memory" in the output, RESDET_KEEP_FREED_MEMORY=0 to time glibc's default),
 for every model it times.
+
+--suite acceptance runs the fixed comparison against torchvision described in tools/benchmark_suites.py and prints
+one JSON line; --when-quiet (any task) first waits until the machine's 1-minute load average is below 0.5.
 
 --compare onnxruntime (infer only, fp32; needs resdet[export]) exports the resdet model to ONNX as
 tools/export_model.py does and runs it in onnxruntime on as many threads ("onnxruntime", and "onnxruntime_ratio" =
@@ -70,12 +74,14 @@ from resdet.evaluation.coco_backends import COCO_EVAL_BACKENDS
 from resdet.utils.cli import ToolArgumentParser, run_tool
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling module below, also under runpy
+from benchmark_suites import acceptance, wait_until_quiet  # noqa: E402
 from coco_eval_timing import coco_evaluation  # noqa: E402
 from data_loading_timing import add_data_arguments, check_data_arguments, data_task, describe_rows  # noqa: E402
 from torchvision_reference import torchvision_classifier, torchvision_detector  # noqa: E402
 
 TASKS = ("train", "infer", "data", "eval")
 COMPARISONS = ("torchvision", "onnxruntime")
+SUITES = ("acceptance",)  # tools/benchmark_suites.py
 DEFAULT_ITERS = {"infer": 10, "train": 5, "data": 0, "eval": None, "coco": 1}  # eval: the whole test set
 DEFAULT_WARMUP = {"infer": 2, "train": 1, "data": 0, "eval": 1, "coco": 0}  # coco: eval --coco-images
 BOXES_PER_IMAGE = 5
@@ -353,8 +359,13 @@ def benchmark(cfg, args) -> dict:
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Command-line arguments."""
     parser = ToolArgumentParser(description=__doc__)
-    parser.add_argument("--config", required=True, help="config file of the model")
-    parser.add_argument("--task", required=True, choices=TASKS, help="what to measure (see above)")
+    parser.add_argument("--config", help="config file of the model")
+    parser.add_argument("--task", choices=TASKS, help="what to measure (see above)")
+    parser.add_argument("--suite", choices=SUITES, help="acceptance: resdet against torchvision's R50-FPN and "
+                        "ResNet-50 (inference, detector and classifier training steps, fp32 and bf16; one JSON line), "
+                        "instead of --config/--task")
+    parser.add_argument("--when-quiet", action="store_true", help="first wait (up to 10 minutes) until the 1-minute "
+                        "load average is below 0.5, and print the load before and after")
     parser.add_argument("--compare", choices=COMPARISONS, action="append",
                         help="also measure torchvision's model or (infer only) the ONNX export in onnxruntime, "
                         "interleaved; give it twice for both")
@@ -375,6 +386,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add_data_arguments(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
+    if args.suite and (args.config or args.task):
+        parser.error(f"--suite {args.suite} builds its own models: leave out --config and --task")
+    if not args.suite and not (args.config and args.task):
+        parser.error("give --config and --task (or --suite acceptance)")
     if args.compare and args.task == "data":
         parser.error("--compare torchvision measures models: use it with --task train, infer or eval")
     if "onnxruntime" in (args.compare or []) and args.task != "infer":
@@ -431,12 +446,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Measure and print."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    cfg = setup_cfg(args.config, args.opts)
-    result = benchmark(cfg, args)
-    print(json.dumps(result) if args.json else describe(result))
+    if args.when_quiet:
+        wait_until_quiet()
+    if args.suite == "acceptance":
+        print(json.dumps(acceptance(calibrate_frozen_norms)))
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        torch.manual_seed(0)
+        cfg = setup_cfg(args.config, args.opts)
+        result = benchmark(cfg, args)
+        print(json.dumps(result) if args.json else describe(result))
+    if args.when_quiet:
+        print(f"when_quiet: load after {os.getloadavg()[0]:.2f}", file=sys.stderr)
     return 0
 
 

@@ -3,7 +3,7 @@
 # resdet against torchvision's model with the same weights (tools/benchmark.py --compare torchvision), 2 threads.
 # Prints, per point, "# <1-minute load> <arguments>" and then tools/benchmark.py's JSON line. BENCHMARKS.md holds
 # two runs of
-#   ../shared/bench/when_quiet tools/benchmark_sweep.sh
+#   tools/when_quiet tools/benchmark_sweep.sh
 set -eu
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"

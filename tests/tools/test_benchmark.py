@@ -150,3 +150,19 @@ def test_infer_on_a_batch_of_images(capsys):
                       "--iters", "1", "--warmup", "0", *SMALL_DET)
     assert result["batch_size"] == 2 and result["resdet"]["images_per_s"] > 0
     assert result["proposals"]["resdet"] == result["proposals"]["torchvision"] > 0
+
+
+def test_suite_and_when_quiet_options(capsys, monkeypatch):
+    """--suite stands instead of --config/--task; --when-quiet waits for a load below 0.5 (a fake load here)."""
+    assert tool["parse_args"](["--suite", "acceptance"]).suite == "acceptance"
+    for misuse in (["--suite", "acceptance", "--config", TOY_DET], ["--task", "infer"], []):
+        with pytest.raises(SystemExit):
+            tool["parse_args"](misuse)
+    suites = runpy.run_path(os.path.join(REPO, "tools", "benchmark_suites.py"))
+    loads = iter([0.9, 0.9, 0.3, 0.3])
+    monkeypatch.setattr(os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    assert suites["wait_until_quiet"](poll_s=0) == 0.3  # polled until the load fell below 0.5
+    assert "when_quiet: load before 0.30" in capsys.readouterr().err
+    calls = []
+    median = suites["interleaved"](lambda: calls.append("a"), lambda: calls.append("b"), runs=2, warmup=1)
+    assert calls == ["a", "b"] * 3 and all(seconds >= 0 for seconds in median)
