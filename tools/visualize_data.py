@@ -22,6 +22,7 @@ import numpy as np
 from resdet.config import setup_cfg
 from resdet.data import MetadataCatalog
 from resdet.data.build import build_classification_train_loader, build_detection_train_loader, load_datasets
+from resdet.data.image_io import read_image
 from resdet.data.mappers import load_classification_image
 from resdet.data.transforms import convert_format
 from resdet.errors import UsageError
@@ -68,10 +69,7 @@ def from_annotations(cfg, count: int) -> Iterator[Drawable]:
         labels = np.array([a["category_id"] for a in annotations], dtype=np.int64)
         notes = ["crowd" if a.get("iscrowd", 0) else "difficult" if a.get("difficult", False) else ""
                  for a in annotations]
-        image = cv2.imread(record["file_name"], cv2.IMREAD_COLOR)
-        if image is None:
-            raise UsageError(f"cannot read image {record['file_name']} (record {index} of {cfg.DATASETS.TRAIN})")
-        yield name, image, boxes, labels, notes
+        yield name, read_image(record["file_name"], "BGR"), boxes, labels, notes
 
 
 def _to_bgr(image_chw, image_format: str) -> np.ndarray:

@@ -356,7 +356,7 @@ CLI_RUNS = {
 FEATURES = {
     "configs/toy_cls_r18.yaml": ["TEST.BEST_METRIC", "top1"],
     "configs/toy_frcnn_r18_fpn.yaml": ["TEST.BEST_METRIC", "bbox/AP50", "TEST.AUG.ENABLED", "True",
-                                       "TEST.AUG.MIN_SIZES", "(48, 64)", "TEST.AUG.MAX_SIZE", "96",
+                                       "TEST.AUG.MIN_SIZES", "(64,)", "TEST.AUG.MAX_SIZE", "96",
                                        "TEST.EVAL_PROPOSALS", "True"],
 }
 
