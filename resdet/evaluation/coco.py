@@ -34,11 +34,7 @@ class COCOEvaluator(DatasetEvaluator):
         self.dataset_name = dataset_name
         self.output_dir = output_dir
         self.distributed = distributed
-        if json_file is None:
-            json_file, category_ids = metadata_json_and_ids(dataset_name, category_ids)
-        if not os.path.isfile(json_file):
-            raise FileNotFoundError(f"COCOEvaluator({dataset_name!r}): annotation file not found: {json_file}")
-        self.json_file = json_file
+        self.json_file, category_ids = ground_truth_json("COCOEvaluator", dataset_name, json_file, category_ids)
         self._category_ids = None if category_ids is None else torch.as_tensor(list(category_ids))
         self._coco_gt = None
         self.reset()
@@ -139,6 +135,17 @@ def per_category_ap(coco_eval: Any) -> Dict[str, float]:
     precision = coco_eval.eval["precision"]
     names = [category["name"] for category in coco_eval.cocoGt.loadCats(coco_eval.params.catIds)]
     return {name: _mean_percent(precision[:, :, index, 0, -1]) for index, name in enumerate(names)}
+
+
+def ground_truth_json(owner: str, dataset_name: str, json_file: Optional[str] = None,
+                      category_ids: Optional[Sequence[int]] = None) -> Tuple[str, Optional[Sequence[int]]]:
+    """`json_file` (default: the catalogued dataset's) and its contiguous -> category id mapping, checked to exist;
+    FileNotFoundError names `owner` (the evaluator) and the dataset otherwise."""
+    if json_file is None:
+        json_file, category_ids = metadata_json_and_ids(dataset_name, category_ids)
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(f"{owner}({dataset_name!r}): annotation file not found: {json_file}")
+    return json_file, category_ids
 
 
 def metadata_json_and_ids(dataset_name: str, category_ids: Optional[Sequence[int]]):

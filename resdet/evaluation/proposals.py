@@ -15,7 +15,7 @@ import torch
 from torchvision.ops import box_convert
 
 from ..engine import comm
-from .coco import metadata_json_and_ids
+from .coco import ground_truth_json
 from .coco_backends import coco_eval_backend
 from .evaluator import DatasetEvaluator, gather_on_main, save_results, write_json
 
@@ -38,11 +38,7 @@ class ProposalEvaluator(DatasetEvaluator):
         self.dataset_name = dataset_name
         self.output_dir = output_dir
         self.distributed = distributed
-        if json_file is None:
-            json_file, _ = metadata_json_and_ids(dataset_name, None)
-        if not os.path.isfile(json_file):
-            raise FileNotFoundError(f"ProposalEvaluator({dataset_name!r}): annotation file not found: {json_file}")
-        self.json_file = json_file
+        self.json_file, _ = ground_truth_json("ProposalEvaluator", dataset_name, json_file)
         self.max_dets = tuple(int(n) for n in max_dets)
         self.reset()
 
