@@ -64,6 +64,17 @@ def test_named_tools_configs_and_flags_exist(doc):
     assert not problems(_read(doc)), doc
 
 
+@pytest.mark.parametrize("doc", DOCS)
+def test_links_and_named_paths_exist(doc):
+    """Markdown links (relative to the document) and `resdet/...`, `tools/...` paths in code spans point at files."""
+    text, folder = _read(doc), os.path.dirname(os.path.join(REPO, doc))
+    links = [t for t in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) if not t.startswith(("http://", "https://"))]
+    missing = [t for t in links if not os.path.exists(os.path.normpath(os.path.join(folder, t)))]
+    spans = re.findall(r"`((?:resdet|tools|configs|tests|docs)/[\w./-]+\.(?:py|yaml|md|sh))`", text)
+    missing += [p for p in spans if not os.path.exists(os.path.join(REPO, p))]
+    assert not missing, f"{doc}: {missing}"
+
+
 def test_the_check_reports_a_missing_file_and_flag():
     text = "    python tools/train_det.py --config configs/nope.yaml --no-such-flag OUTPUT_DIR out\n"
     found = problems(text)
