@@ -103,6 +103,11 @@ def build_param_scheduler(cfg) -> ParamScheduler:
         scheduler = MultiStepParamScheduler(values, num_updates=max_iter, milestones=steps)
     elif name == "WarmupCosineLR":
         scheduler = CosineParamScheduler(1.0, 0.0)
+        if cfg.SOLVER.WARMUP_ITERS >= max_iter:
+            # the warmup ramps towards the cosine's value where it ends, which past MAX_ITER is 0
+            logger.warning("SOLVER.WARMUP_ITERS %d >= SOLVER.MAX_ITER %d under WarmupCosineLR: the warmup never ends "
+                           "and the lr stays 0 for the whole run; shorten the warmup with the run",
+                           cfg.SOLVER.WARMUP_ITERS, max_iter)
     else:
         raise ConfigError(f"SOLVER.LR_SCHEDULER_NAME: unknown {name!r}; choose one of {LR_SCHEDULERS}")
     if cfg.SOLVER.WARMUP_ITERS <= 0:

@@ -65,6 +65,20 @@ def test_cosine(cfg):
     assert lrs == pytest.approx({0: 0.1, 50: 0.05, 99: 0.1 * (1 + math.cos(math.pi * 0.99)) / 2})
 
 
+def test_cosine_run_shorter_than_its_warmup_is_warned_of(cfg, caplog):
+    cfg.SOLVER.LR_SCHEDULER_NAME, cfg.SOLVER.MAX_ITER = "WarmupCosineLR", 20
+    cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.WARMUP_FACTOR = 40, 0.1
+    with caplog.at_level("WARNING", logger="resdet.solver.build"):
+        lrs = _lrs(cfg, [0, 10, 19])
+    assert set(lrs.values()) == {0.0}  # the ramp's target, cos(pi * 1), is 0: what the warning says
+    assert "WARMUP_ITERS 40 >= SOLVER.MAX_ITER 20" in caplog.text
+    caplog.clear()
+    cfg.SOLVER.WARMUP_ITERS = 5
+    with caplog.at_level("WARNING", logger="resdet.solver.build"):
+        assert _lrs(cfg, [10])[10] > 0
+    assert "WARMUP_ITERS" not in caplog.text
+
+
 def test_state_dict_resumes_schedule(cfg):
     cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS = 100, (30,)
     model = torch.nn.Linear(2, 2)
