@@ -7,7 +7,7 @@ _C.VERSION = 1
 # ---------------------------------------------------------------- model
 _C.MODEL = CN()
 _C.MODEL.META_ARCHITECTURE = "Classifier"  # "Classifier" or "FasterRCNN" (META_ARCH_REGISTRY)
-_C.MODEL.DEVICE = "cpu"  # "cpu", "cuda", "cuda:1"; "auto" picks cuda when available
+_C.MODEL.DEVICE = "cpu"  # "cpu", "cuda", "cuda:1" (one process only); "auto" picks cuda when available
 _C.MODEL.WEIGHTS = ""  # whole-model weights loaded by resdet.load_weights (any supported format)
 # Pixel statistics in INPUT.FORMAT order, on the 0-255 scale. Default: the MSRA models (BGR, std 1).
 _C.MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675]

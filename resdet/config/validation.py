@@ -101,11 +101,21 @@ def check_world_size(cfg, world_size: int, config_file: str, overrides: Sequence
                           f"over CUDA devices only, and MODEL.DEVICE is {device!r}: use BN (or FrozenBN) on the CPU")
 
 
+def check_device_index(cfg, world_size: int, config_file: str, overrides: Sequence[str] = ()) -> None:
+    """A job of several processes gives each its own GPU (its local rank's): MODEL.DEVICE may not name one."""
+    device = cfg.MODEL.DEVICE
+    if world_size > 1 and device.startswith("cuda:"):
+        raise ConfigError(f"{_where('MODEL.DEVICE', config_file, overrides)} is {device!r}, a single GPU, but each of "
+                          f"the {world_size} processes of this job uses its own: use MODEL.DEVICE cuda (a process then "
+                          "runs on the GPU of its local rank; CUDA_VISIBLE_DEVICES chooses which GPUs the job gets)")
+
+
 def validate_config(cfg, config_file: str = "", overrides: Sequence[str] = (), training: bool = False,
                     world_size: int = 1) -> None:
     """Raise ConfigError for an impossible value, naming the key and config_file; `training` adds the solver's
     keys and the split of SOLVER.IMS_PER_BATCH over `world_size` processes."""
     _check_rules(cfg, MODEL_RULES, config_file, overrides)
+    check_device_index(cfg, world_size, config_file, overrides)
     if training:
         _check_rules(cfg, TRAINING_RULES, config_file, overrides)
         _check_steps(cfg, config_file, overrides)

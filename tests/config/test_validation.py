@@ -73,6 +73,17 @@ def test_syncbn_needs_cuda_in_a_job_of_several_processes():
     assert training_config(TOY_DET, ["MODEL.RESNETS.NORM", "SyncBN"], world_size=1).MODEL.RESNETS.NORM == "SyncBN"
 
 
+def test_a_job_of_several_processes_may_not_name_one_gpu():
+    with pytest.raises(ConfigError, match=r"MODEL.DEVICE \(set on the command line\) is 'cuda:1'.*2 processes.*"
+                                          r"use MODEL.DEVICE cuda"):
+        training_config(TOY_DET, ["MODEL.DEVICE", "cuda:1"], world_size=2)
+    args = argparse.Namespace(config=TOY_DET, opts=["MODEL.DEVICE", "cuda:0"], eval_only=True)
+    with pytest.raises(ConfigError, match="'cuda:0'"):  # evaluation in several processes too
+        setup_config(args, 2)
+    # one process may run on any GPU it names (CUDA is not needed to validate)
+    assert training_config(TOY_DET, ["MODEL.DEVICE", "cuda:1"], world_size=1).MODEL.DEVICE == "cuda:1"
+
+
 def test_setup_cfg_checks_the_model_not_the_solver():
     # inference tools (demo, export) read a config whose schedule does not matter
     assert setup_cfg(TOY_DET, ["SOLVER.MAX_ITER", "0"]).SOLVER.MAX_ITER == 0
