@@ -1,9 +1,20 @@
 #!/usr/bin/env python
-"""The paper's CIFAR-10 analysis in miniature, on the CPU: degradation (Fig. 6) and layer responses (Fig. 7).
+"""The paper's experiments in miniature, on the CPU: ImageNet's degradation and shortcut options (Fig. 4 with
+Table 2, Table 3) and CIFAR-10's degradation and layer responses (Fig. 6, Fig. 7).
 
+    python tools/make_toy_data.py --imagenet                    # $RESDET_DATASETS/imagenet
+    python tools/paper_experiments.py fig4 --output output/paper_imagenet
+    python tools/paper_experiments.py table3 --output output/paper_imagenet
     python tools/make_toy_data.py --cifar                       # $RESDET_DATASETS/toy_cifar10
     python tools/paper_experiments.py fig6 --output output/paper
     python tools/paper_experiments.py fig7 --output output/paper
+
+fig4 trains plain-18, plain-34, ResNet-18 and ResNet-34 (configs/toy_imagenet/, option A) and writes DIR/fig4.json
+(each run's errors.json), DIR/fig4.png (thin: training error of the augmented batches, bold: centre-crop
+validation error) and prints Table 2 (10-crop and centre-crop top-1 error beside the paper's). table3 trains
+ResNet-34 with options B and C, reuses plain-34 and ResNet-34 A from fig4 when DIR holds them (same --iters,
+--seed and overrides), writes DIR/table3.json and prints Table 3 (10-crop top-1 / top-5 error). How the runs are
+trained: tools/paper_imagenet.py.
 
 fig6 trains plain-20, plain-56, ResNet-20 and ResNet-56 (configs/cifar/) one after the other on the
 CIFAR-format shapes set in --data, with the paper's recipe (SGD, lr 0.1, momentum 0.9, weight decay 1e-4,
@@ -34,6 +45,7 @@ import torch
 from matplotlib.figure import Figure  # pyplot-free: no display needed
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling tool below, also under runpy
+import paper_imagenet  # noqa: E402
 from layer_response import dataset_batches, layer_responses  # noqa: E402
 
 from resdet import build_model  # noqa: E402
@@ -61,6 +73,9 @@ LABELS = {"plain20": "plain-20", "plain56": "plain-56", "resnet20": "ResNet-20",
 # 56-layer nets and 0.12 s for the 20-layer ones, so 2500 iterations (6.4 epochs of 50k images) of all four are
 # about 38 minutes, plus about 4 for the error measurements; measured: 44.5 minutes on a shared 2-core machine.
 DEFAULT_ITERS = 2500
+# fig4 / table3: paper_imagenet.DEFAULT_ITERS says how it was chosen.
+DEFAULTS = {"fig6": {"iters": DEFAULT_ITERS, "curve_images": 2000},
+            "fig4": {"iters": paper_imagenet.DEFAULT_ITERS, "curve_images": 500}}
 WARMUP_FRACTION = 0.12  # of --iters: 300 of 2500
 WARMUP_START = 0.1  # of BASE_LR
 TRAIN, TEST = "toy_cifar10_train", "toy_cifar10_test"
@@ -73,21 +88,33 @@ logger = logging.getLogger("resdet.paper_experiments")
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Command-line arguments; impossible values exit 2 with a message."""
     parser = ToolArgumentParser(description=__doc__)
-    parser.add_argument("figure", choices=("fig6", "fig7"), help="fig6: train and plot errors; fig7: layer responses")
+    parser.add_argument("figure", choices=("fig4", "table3", "fig6", "fig7"),
+                        help="fig4 / table3: the ImageNet-format runs; fig6: train and plot CIFAR errors; fig7: "
+                             "layer responses of fig6's networks")
     parser.add_argument("--output", required=True, help="directory of the runs and figures")
     parser.add_argument("--data", default=None,
-                        help="folder holding cifar-10-batches-py (default: $RESDET_DATASETS/toy_cifar10)")
-    parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS), help="the networks, default all four")
-    parser.add_argument("--iters", type=int, default=DEFAULT_ITERS, help="fig6: iterations of each run")
+                        help="fig6/fig7: folder holding cifar-10-batches-py (default: $RESDET_DATASETS/toy_cifar10); "
+                             "fig4/table3 read $RESDET_DATASETS/imagenet")
+    parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS),
+                        help="fig6/fig7: the networks, default all four")
+    parser.add_argument("--iters", type=int, default=None,
+                        help=f"fig6, fig4, table3: iterations of each run (default {DEFAULT_ITERS} for fig6, "
+                             f"{paper_imagenet.DEFAULT_ITERS} for fig4 and table3)")
     parser.add_argument("--warmup-iters", type=int, default=None,
                         help=f"fig6: iterations of linear lr warmup (default {WARMUP_FRACTION * 100:.0f}%% of --iters)")
-    parser.add_argument("--eval-points", type=int, default=10, help="fig6: error measurements along each curve")
-    parser.add_argument("--curve-images", type=int, default=2000,
-                        help="fig6: images of each set measured along the curves (the final errors use all)")
+    parser.add_argument("--eval-points", type=int, default=10,
+                        help="fig6, fig4, table3: error measurements along each curve")
+    parser.add_argument("--curve-images", type=int, default=None,
+                        help="fig6, fig4, table3: images of each set measured along the curves (the final errors "
+                             "use all; default 2000 for fig6, 500 for fig4 and table3)")
     parser.add_argument("--num-images", type=int, default=1000, help="fig7: test images the stds average over")
-    parser.add_argument("--seed", type=int, default=0, help="fig6: SEED of every run")
+    parser.add_argument("--seed", type=int, default=0, help="fig6, fig4, table3: SEED of every run")
     parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides for every run")
     args = parser.parse_intermixed_args(argv)  # the figure name comes first, the overrides last
+    defaults = DEFAULTS["fig6" if args.figure in ("fig6", "fig7") else "fig4"]
+    for option, value in defaults.items():
+        if getattr(args, option) is None:
+            setattr(args, option, value)
     for option in ("iters", "eval_points", "curve_images", "num_images"):
         if getattr(args, option) <= 0:
             parser.error(f"--{option.replace('_', '-')} must be positive, got {getattr(args, option)}")
@@ -218,8 +245,13 @@ def fig7(args: argparse.Namespace) -> Dict[str, dict]:
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the chosen figure and print its numbers."""
     args = parse_args(argv)
-    register_toy_cifar(args.data, args.curve_images)
     os.makedirs(args.output, exist_ok=True)
+    if args.figure in ("fig4", "table3"):
+        paper_imagenet.run_experiment(args)
+        print(f"wrote {os.path.join(args.output, args.figure + '.json')}"
+              + (" and fig4.png" if args.figure == "fig4" else ""))
+        return 0
+    register_toy_cifar(args.data, args.curve_images)
     if args.figure == "fig6":
         for run, result in fig6(args).items():
             print(f"{LABELS[run]}: training error {result['train_err']:.2f}%, test error {result['test_err']:.2f}%")

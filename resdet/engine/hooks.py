@@ -3,7 +3,7 @@ import logging
 import os
 import re
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 from ..checkpoint.integrity import digest_path
 from . import comm
@@ -165,13 +165,14 @@ class PeriodicWriter(HookBase):
 
 def default_hooks(scheduler, checkpointer, checkpoint_period: int, eval_period: int,
                   eval_fn: Optional[Callable[[], Dict[str, float]]], writers: Optional[List],
-                  checkpoint_keep: int = 0, best=None) -> List[HookBase]:
-    """Timer, lr schedule, checkpoints, evaluation (with `best`, a BestCheckpointer) and writers in the order they
-    must run."""
+                  checkpoint_keep: int = 0, best=None, extra: Sequence[HookBase] = ()) -> List[HookBase]:
+    """Timer, lr schedule, checkpoints, evaluation (with `best`, a BestCheckpointer), the `extra` hooks and writers
+    in the order they must run."""
     hooks = [IterationTimer(), LRScheduler(scheduler),
              PeriodicCheckpointer(checkpointer, checkpoint_period, checkpoint_keep)]
     if eval_fn is not None:
         hooks.append(EvalHook(eval_period, eval_fn, best))
+    hooks.extend(extra)
     if writers:
         hooks.append(PeriodicWriter(writers))
     return hooks

@@ -1,7 +1,7 @@
 """The part of every training tool after the model and data are built: evaluation-only loading, or the
 optimizer, schedule, checkpointer, hooks and the trainer loop."""
 import logging
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional, Sequence
 
 from torch import nn
 
@@ -15,7 +15,7 @@ from .best_checkpoint import BestCheckpointer
 from .hooks import default_hooks
 from .rng import RNGStates
 from .signals import StopRequest, TrainingInterrupted, signal_name
-from .trainer import Trainer, TrainingDiverged, prepare_model
+from .trainer import HookBase, Trainer, TrainingDiverged, prepare_model
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,9 @@ def _last_good_checkpoint(checkpointer: Checkpointer) -> str:
 
 
 def run_training(cfg, resume: bool, model: nn.Module, train_loader: Iterable, loss_fn: Callable,
-                 evaluate: Optional[EvaluateFn]) -> None:
-    """Train to SOLVER.MAX_ITER, evaluating per TEST.EVAL_PERIOD and at the end.
+                 evaluate: Optional[EvaluateFn], extra_hooks: Sequence[HookBase] = ()) -> None:
+    """Train to SOLVER.MAX_ITER, evaluating per TEST.EVAL_PERIOD and at the end; `extra_hooks` run after the
+    schedule, checkpoint and evaluation hooks and before the metrics writers (so what they record is written).
 
     With `resume`, continue from OUTPUT_DIR/last_checkpoint exactly as the interrupted run would have (weights,
     optimizer, schedule, random generators, position in the data order). SIGTERM/SIGINT: finish the iteration,
@@ -80,7 +81,7 @@ def run_training(cfg, resume: bool, model: nn.Module, train_loader: Iterable, lo
     best = BestCheckpointer(checkpointer, cfg.TEST.BEST_METRIC, cfg.TEST.BEST_METRIC_MODE,
                             resume) if cfg.TEST.BEST_METRIC else None
     trainer.register_hooks(default_hooks(scheduler, checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD,
-                                         cfg.TEST.EVAL_PERIOD, eval_fn, writers, keep, best))
+                                         cfg.TEST.EVAL_PERIOD, eval_fn, writers, keep, best, extra_hooks))
     rng_states.restore()
     from ..data.skip_corrupt import log_skipped_images  # here: resdet.data imports resdet.engine
 

@@ -172,6 +172,9 @@ def config_overrides(config: str, root: str) -> List[str]:
         # two images per process: BatchNorm needs more than one value per channel at res5's 1x1
         opts += ["SOLVER.IMS_PER_BATCH", "4", "INPUT.CROP.SIZE", "32", "INPUT.SCALE_RANGE", "(36, 44)",
                  "INPUT.TEST_RESIZE", "36", "TEST.SCALES", "(32, 40)"]
+        if any(name.startswith("imagenet_") for name in cfg.DATASETS.TRAIN):
+            # this root's imagenet/ has ImageNet's 1000 class folders; configs/toy_imagenet/ expects its toy set's 40
+            opts += ["MODEL.CLASSIFIER.NUM_CLASSES", "1000"]
     return opts
 
 
