@@ -42,7 +42,6 @@ import time
 from typing import Dict, List, Optional
 
 import torch
-from matplotlib.figure import Figure  # pyplot-free: no display needed
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling tool below, also under runpy
 import paper_imagenet  # noqa: E402
@@ -64,7 +63,13 @@ from resdet.engine.train_loop import run_training  # noqa: E402
 from resdet.errors import UsageError  # noqa: E402
 from resdet.evaluation import ClassificationEvaluator, classification_inference  # noqa: E402
 from resdet.utils.cli import ToolArgumentParser, run_tool  # noqa: E402
-from resdet.utils.plots import Series, metric_series, plot_layer_responses, read_json_lines  # noqa: E402
+from resdet.utils.plots import (  # noqa: E402
+    Series,
+    metric_series,
+    plot_layer_responses,
+    plot_plain_vs_residual,
+    read_json_lines,
+)
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "cifar")
 RUNS = ("plain20", "plain56", "resnet20", "resnet56")
@@ -194,32 +199,9 @@ def fig6(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
     with open(os.path.join(args.output, "fig6.json"), "w") as f:
         json.dump(results, f, indent=1)
     curves = {run: error_curves(os.path.join(args.output, run)) for run in args.runs}
-    plot_fig6(curves, os.path.join(args.output, "fig6.png"))
+    plot_plain_vs_residual({run: (c["train_err"], c["test_err"]) for run, c in curves.items()}, LABELS, "56", "test",
+                           os.path.join(args.output, "fig6.png"))
     return results
-
-
-def plot_fig6(curves: Dict[str, Dict[str, Series]], path: str) -> None:
-    """The paper's Fig. 6 layout: plain nets left, ResNets right, one colour per depth, thin dashed training
-    error and bold test error on one error axis."""
-    families = [family for family in ("plain", "resnet") if any(run.startswith(family) for run in curves)]
-    figure = Figure(figsize=(5.5 * len(families), 4.5))
-    for axis, family in zip(figure.subplots(1, len(families), squeeze=False)[0], families):
-        for run, errors_of_run in curves.items():
-            if not run.startswith(family):
-                continue
-            color = "C1" if run.endswith("56") else "C0"  # the paper: the deeper net red, the shallower yellow
-            # markers: a short check has one or two measurements, which a line alone would not show
-            axis.plot(*errors_of_run["train_err"], color=color, linewidth=0.8, linestyle="--", marker=".",
-                      label=f"{LABELS[run]} train")
-            axis.plot(*errors_of_run["test_err"], color=color, linewidth=2.2, marker="o", markersize=3,
-                      label=f"{LABELS[run]} test")
-        axis.set_title("plain networks" if family == "plain" else "ResNets", fontsize="medium")
-        axis.set_xlabel("iteration")
-        axis.set_ylabel("error (%)")
-        axis.legend(fontsize="small")
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
 
 
 def fig7(args: argparse.Namespace) -> Dict[str, dict]:

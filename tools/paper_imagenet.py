@@ -19,7 +19,6 @@ from typing import Dict, List, Sequence
 
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure  # pyplot-free: no display needed
 
 from resdet import build_model
 from resdet.data import (
@@ -34,7 +33,7 @@ from resdet.engine.train_loop import run_training
 from resdet.engine.trainer import HookBase
 from resdet.errors import UsageError
 from resdet.evaluation import ClassificationEvaluator, classification_inference
-from resdet.utils.plots import metric_series, read_json_lines
+from resdet.utils.plots import metric_series, plot_plain_vs_residual, read_json_lines
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "configs", "toy_imagenet")
 FIG4_RUNS = ("plain18", "plain34", "resnet18", "resnet34")
@@ -161,26 +160,6 @@ def error_curves(run_dir: str) -> Dict[str, tuple]:
     return {key: metric_series(rows, key) for key in ("train_err", "val_err")}
 
 
-def plot_fig4(curves: Dict[str, Dict[str, tuple]], path: str) -> None:
-    """The paper's Fig. 4 layout: plain nets left, ResNets right; thin training error, bold validation error."""
-    families = [family for family in ("plain", "resnet") if any(run.startswith(family) for run in curves)]
-    figure = Figure(figsize=(5.5 * len(families), 4.5))
-    for axis, family in zip(figure.subplots(1, len(families), squeeze=False)[0], families):
-        for run, run_curves in curves.items():
-            if run.startswith(family):
-                color = "C3" if "34" in run else "C1"  # the paper: 34 layers red, 18 layers orange
-                axis.plot(*run_curves["train_err"], color=color, linewidth=0.8, label=f"{LABELS[run]} train")
-                axis.plot(*run_curves["val_err"], color=color, linewidth=2.2, marker="o", markersize=3,
-                          label=f"{LABELS[run]} val")
-        axis.set_title("plain networks" if family == "plain" else "ResNets", fontsize="medium")
-        axis.set_xlabel("iteration")
-        axis.set_ylabel("error (%)")
-        axis.legend(fontsize="small")
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-
-
 def markdown_table(results: Dict[str, dict], paper: Dict[str, Sequence[float]], top5: bool) -> str:
     """The table the tool prints and the README shows: ours beside the paper's."""
     head = ("| model | top-1 err 10-crop | top-5 err 10-crop | top-1 err centre | paper top-1 | paper top-5 |"
@@ -205,8 +184,9 @@ def run_experiment(args: argparse.Namespace) -> Dict[str, dict]:
     with open(os.path.join(args.output, f"{args.figure}.json"), "w") as f:
         json.dump(results, f, indent=1)
     if args.figure == "fig4":
-        plot_fig4({run: error_curves(os.path.join(args.output, run)) for run in runs},
-                  os.path.join(args.output, "fig4.png"))
+        curves = {run: error_curves(os.path.join(args.output, run)) for run in runs}
+        plot_plain_vs_residual({run: (c["train_err"], c["val_err"]) for run, c in curves.items()}, LABELS, "34", "val",
+                               os.path.join(args.output, "fig4.png"))
         print(markdown_table(results, PAPER_TABLE2, top5=False))
     else:
         print(markdown_table(results, PAPER_TABLE3, top5=True))

@@ -152,6 +152,28 @@ def plot_layer_responses(responses: Dict[str, Sequence[float]], path: str) -> No
     _save(figure, path)
 
 
+def plot_plain_vs_residual(curves: Dict[str, Tuple[Series, Series]], labels: Dict[str, str], deeper: str,
+                           held_out: str, path: str) -> None:
+    """Figs. 4 and 6: plain nets left, ResNets right (runs named plain* / resnet*), each run's (training, held-out)
+    error curves, thin and bold in one colour; runs whose name contains `deeper` red, the others orange."""
+    families = [family for family in ("plain", "resnet") if any(run.startswith(family) for run in curves)]
+    figure = Figure(figsize=(5.5 * len(families), 4.5))
+    for axis, family in zip(figure.subplots(1, len(families), squeeze=False)[0], families):
+        for run, (train, test) in curves.items():
+            if run.startswith(family):
+                color = "C3" if deeper in run else "C1"
+                # markers: a short check has one or two measurements, which a line alone would not show
+                axis.plot(*train, color=color, linewidth=0.8, marker=".", markersize=2, label=f"{labels[run]} train")
+                axis.plot(*test, color=color, linewidth=2.2, marker="o", markersize=3,
+                          label=f"{labels[run]} {held_out}")
+        axis.set_title("plain networks" if family == "plain" else "ResNets", fontsize="medium")
+        axis.set_xlabel("iteration")
+        axis.set_ylabel("error (%)")
+        axis.legend(fontsize="small")
+        axis.grid(alpha=0.3)
+    _save(figure, path)
+
+
 def _save(figure: Figure, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.tight_layout()
