@@ -82,7 +82,6 @@ DEFAULT_ITERS = 2500
 DEFAULTS = {"fig6": {"iters": DEFAULT_ITERS, "curve_images": 2000},
             "fig4": {"iters": paper_imagenet.DEFAULT_ITERS, "curve_images": 500}}
 WARMUP_FRACTION = 0.12  # of --iters: 300 of 2500
-WARMUP_START = 0.1  # of BASE_LR
 TRAIN, TEST = "toy_cifar10_train", "toy_cifar10_test"
 TRAIN_CURVE, TEST_CURVE = "toy_cifar10_train_curve", "toy_cifar10_test_curve"
 ERROR_KEYS = ("train_err", "test_err")
@@ -154,16 +153,10 @@ def errors(cfg, model: torch.nn.Module, train_set: str, test_set: str) -> Dict[s
 
 
 def run_overrides(args: argparse.Namespace, run: str) -> List[str]:
-    """The compressed schedule and this tool's datasets, then the user's overrides."""
-    period = max(1, args.iters // args.eval_points)
-    first_step = max(1, args.iters // 2)
-    steps = (first_step, max(first_step + 1, args.iters * 3 // 4))  # increasing, even on a few-iteration check
+    """This tool's datasets and the compressed schedule, then the user's overrides."""
     warmup = round(args.iters * WARMUP_FRACTION) if args.warmup_iters is None else args.warmup_iters
-    return ["DATASETS.TRAIN", f"('{TRAIN}',)", "DATASETS.TEST", f"('{TEST}',)", "SOLVER.MAX_ITER", str(args.iters),
-            "SOLVER.STEPS", str(steps), "SOLVER.WARMUP_ITERS", str(warmup), "SOLVER.WARMUP_METHOD", "linear",
-            "SOLVER.WARMUP_FACTOR", str(WARMUP_START), "TEST.EVAL_PERIOD", str(period),
-            "SOLVER.CHECKPOINT_PERIOD", str(args.iters), "DATALOADER.NUM_WORKERS", "0", "SEED", str(args.seed),
-            "OUTPUT_DIR", os.path.join(args.output, run), *args.opts]
+    return ["DATASETS.TRAIN", f"('{TRAIN}',)", "DATASETS.TEST", f"('{TEST}',)", "DATALOADER.NUM_WORKERS", "0",
+            *paper_imagenet.compressed_schedule(args, run, warmup), *args.opts]
 
 
 def train_run(args: argparse.Namespace, run: str) -> Dict[str, float]:

@@ -101,15 +101,16 @@ class BatchErrorHook(HookBase):
         self.trainer.storage.put_scalar("train_err", self.loss.last_error)
 
 
-def run_overrides(args: argparse.Namespace, run: str) -> List[str]:
-    """The compressed schedule, the curve evaluations and the output folder, then the user's overrides."""
+def compressed_schedule(args: argparse.Namespace, run: str, warmup_iters: int) -> List[str]:
+    """Overrides shared by every paper run: --iters iterations with lr / 10 at 50% and 75% after a linear warmup of
+    `warmup_iters` from WARMUP_START, --eval-points curve measurements, one checkpoint at the end, --seed, DIR/<run>."""
     period = max(1, args.iters // args.eval_points)
     first_step = max(1, args.iters // 2)
     steps = (first_step, max(first_step + 1, args.iters * 3 // 4))  # increasing, even on a few-iteration check
-    return ["SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", str(steps),
-            "SOLVER.WARMUP_ITERS", str(round(args.iters * WARMUP_FRACTION)), "SOLVER.WARMUP_FACTOR", str(WARMUP_START),
+    return ["SOLVER.MAX_ITER", str(args.iters), "SOLVER.STEPS", str(steps), "SOLVER.WARMUP_ITERS", str(warmup_iters),
+            "SOLVER.WARMUP_METHOD", "linear", "SOLVER.WARMUP_FACTOR", str(WARMUP_START),
             "TEST.EVAL_PERIOD", str(period), "SOLVER.CHECKPOINT_PERIOD", str(args.iters), "SEED", str(args.seed),
-            "OUTPUT_DIR", os.path.join(args.output, run), *args.opts]
+            "OUTPUT_DIR", os.path.join(args.output, run)]
 
 
 def validation_errors(cfg, model: torch.nn.Module, dataset: str, mode: str) -> Dict[str, float]:
@@ -132,8 +133,8 @@ def train_run(args: argparse.Namespace, run: str) -> Dict[str, object]:
         if done.get("iters") == args.iters and done.get("seed") == args.seed and done.get("opts") == args.opts:
             logger.info("%s: reusing %s", run, errors_file)
             return done
-    setup_args = argparse.Namespace(config=os.path.join(CONFIG_DIR, f"{run}.yaml"), opts=run_overrides(args, run),
-                                    eval_only=False)
+    opts = [*compressed_schedule(args, run, round(args.iters * WARMUP_FRACTION)), *args.opts]
+    setup_args = argparse.Namespace(config=os.path.join(CONFIG_DIR, f"{run}.yaml"), opts=opts, eval_only=False)
     cfg = setup_config(setup_args)
     default_setup(cfg, setup_args)
     model = build_model(cfg)
